@@ -1,0 +1,94 @@
+// Thin C wrappers for Linux calls that Glibc's Swift module does not export (they need
+// _GNU_SOURCE), plus the few pieces that must be plain C: an async-signal-safe stop handler
+// and atomic access to the shared-memory scoreboard. Not API: only the Prefork modules use it.
+#ifndef PREFORKD_CPREFORKSHIMS_H
+#define PREFORKD_CPREFORKSHIMS_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+
+/// accept4(2).
+int pf_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+/// pipe2(2).
+int pf_pipe2(int fds[2], int flags);
+/// signalfd(2) for `signals` (NULL-free list of `count` signal numbers), with SFD_CLOEXEC|SFD_NONBLOCK.
+int pf_signalfd(const int *signals, int count);
+/// Reads one signal from a signalfd; returns the signal number, 0 when none is pending, -1 on error.
+int pf_signalfd_read(int fd, int32_t *sender_pid, int32_t *status);
+/// Blocks (how = SIG_BLOCK) or unblocks (SIG_UNBLOCK) the listed signals in this thread; SIG_SETMASK
+/// with count 0 clears the mask.
+int pf_sigmask(int how, const int *signals, int count);
+/// Restores the default disposition of every catchable signal (for a freshly forked child).
+void pf_reset_signal_dispositions(void);
+/// Ignores SIGPIPE so a write to a closed connection returns EPIPE instead of killing the process.
+void pf_ignore_sigpipe(void);
+/// prctl(PR_SET_PDEATHSIG).
+int pf_set_parent_death_signal(int sig);
+/// prctl(PR_SET_NAME): the process name `ps -o comm` and `top` show (at most 15 bytes).
+int pf_set_process_name(const char *name);
+/// Number of threads in this process (from /proc/self/stat), or -1.
+int pf_thread_count(void);
+/// CLOCK_MONOTONIC in nanoseconds.
+uint64_t pf_monotonic_ns(void);
+/// memmem(3).
+const void *pf_memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len);
+
+/// epoll_create1(EPOLL_CLOEXEC).
+int pf_epoll_create(void);
+/// Adds `fd` for EPOLLIN (with EPOLLEXCLUSIVE when `exclusive`: one waiter woken per connection),
+/// tagged with `tag`.
+int pf_epoll_add(int epfd, int fd, int tag, int exclusive);
+/// Waits for one event; returns its tag, or -1 with errno (EINTR included).
+int pf_epoll_wait_one(int epfd, int timeout_ms);
+
+// MARK: worker stop handling
+
+/// Installs the worker's handler for SIGTERM/SIGINT (graceful) and SIGQUIT (immediate), without
+/// SA_RESTART so a blocking accept(2) or read(2) returns EINTR. The handler records the request
+/// and dup2()s `dead_fd` (a socket that is not listening) over each listener fd, so that an accept
+/// that had not started yet when the signal came fails at once instead of blocking: no race
+/// between checking the flag and entering accept.
+int pf_worker_install_stop_handler(const int *listener_fds, int count, int dead_fd, int wake_fd);
+/// 0: keep going; 1: graceful stop requested; 2: immediate stop requested.
+int pf_worker_stop_requested(void);
+
+// MARK: scoreboard
+
+/// What a worker is doing, as the supervisor sees it in shared memory.
+enum pf_stage {
+    PF_STAGE_FREE = 0,
+    PF_STAGE_STARTING = 1,
+    PF_STAGE_ACCEPTING = 2,
+    PF_STAGE_READING = 3,
+    PF_STAGE_HANDLING = 4,
+    PF_STAGE_EXITING = 5,
+};
+
+/// One worker's slot. Written by its worker, read by the supervisor; every field is accessed
+/// with the atomic helpers below, never directly.
+typedef struct pf_slot {
+    int32_t pid;
+    uint32_t stage;
+    uint64_t stage_since_ns;
+    uint64_t generation;
+    uint64_t connections;
+    uint64_t failures;
+    uint64_t reserved[3];
+} pf_slot;
+
+void pf_slot_store_stage(pf_slot *slot, uint32_t stage, uint64_t now_ns);
+uint32_t pf_slot_load_stage(const pf_slot *slot);
+uint64_t pf_slot_load_stage_since(const pf_slot *slot);
+void pf_slot_store_pid(pf_slot *slot, int32_t pid);
+int32_t pf_slot_load_pid(const pf_slot *slot);
+void pf_slot_store_generation(pf_slot *slot, uint64_t generation);
+uint64_t pf_slot_load_generation(const pf_slot *slot);
+void pf_slot_add_connection(pf_slot *slot);
+uint64_t pf_slot_load_connections(const pf_slot *slot);
+void pf_slot_add_failure(pf_slot *slot);
+uint64_t pf_slot_load_failures(const pf_slot *slot);
+
+#endif

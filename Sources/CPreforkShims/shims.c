@@ -1,0 +1,189 @@
+#define _GNU_SOURCE
+#include "CPreforkShims.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+int pf_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
+    return accept4(fd, addr, len, flags);
+}
+
+int pf_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
+
+static void fill_set(sigset_t *set, const int *signals, int count) {
+    sigemptyset(set);
+    for (int i = 0; i < count; i++) sigaddset(set, signals[i]);
+}
+
+int pf_signalfd(const int *signals, int count) {
+    sigset_t set;
+    fill_set(&set, signals, count);
+    return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+int pf_signalfd_read(int fd, int32_t *sender_pid, int32_t *status) {
+    struct signalfd_siginfo info;
+    ssize_t n;
+    do {
+        n = read(fd, &info, sizeof info);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return errno == EAGAIN ? 0 : -1;
+    if (n != (ssize_t)sizeof info) { errno = EIO; return -1; }
+    if (sender_pid) *sender_pid = (int32_t)info.ssi_pid;
+    if (status) *status = info.ssi_status;
+    return (int)info.ssi_signo;
+}
+
+int pf_sigmask(int how, const int *signals, int count) {
+    sigset_t set;
+    fill_set(&set, signals, count);
+    return sigprocmask(how, &set, NULL);
+}
+
+void pf_reset_signal_dispositions(void) {
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        sigaction(sig, &dfl, NULL);  // fails harmlessly for the reserved real-time signals
+    }
+}
+
+void pf_ignore_sigpipe(void) {
+    struct sigaction ign;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &ign, NULL);
+}
+
+int pf_set_parent_death_signal(int sig) { return prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0, 0, 0); }
+
+int pf_set_process_name(const char *name) { return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }
+
+int pf_thread_count(void) {
+    // Field 20 of /proc/self/stat; field 2 (comm) may hold spaces, so parse after its ')'.
+    char buf[1024];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (!p) return -1;
+    int field = 2;
+    for (p++; *p && field < 20; p++) {
+        if (*p == ' ') field++;
+    }
+    if (field != 20) return -1;
+    int threads = 0;
+    if (sscanf(p, "%d", &threads) != 1) return -1;
+    return threads;
+}
+
+uint64_t pf_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+const void *pf_memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len) {
+    return memmem(haystack, haystack_len, needle, needle_len);
+}
+
+int pf_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int pf_epoll_add(int epfd, int fd, int tag, int exclusive) {
+    struct epoll_event event;
+    memset(&event, 0, sizeof event);
+    event.events = EPOLLIN | (exclusive ? EPOLLEXCLUSIVE : 0);
+    event.data.u32 = (uint32_t)tag;
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event);
+}
+
+int pf_epoll_wait_one(int epfd, int timeout_ms) {
+    struct epoll_event event;
+    int n = epoll_wait(epfd, &event, 1, timeout_ms);
+    if (n <= 0) {
+        if (n == 0) errno = EAGAIN;
+        return -1;
+    }
+    return (int)event.data.u32;
+}
+
+// MARK: worker stop handling
+
+#define PF_MAX_LISTENERS 64
+static volatile sig_atomic_t stop_requested = 0;
+static int stop_listener_fds[PF_MAX_LISTENERS];
+static int stop_listener_count = 0;
+static int stop_dead_fd = -1;
+static int stop_wake_fd = -1;
+
+static void on_stop_signal(int sig) {
+    int saved = errno;
+    int level = (sig == SIGQUIT) ? 2 : 1;
+    if (level > stop_requested) stop_requested = level;
+    for (int i = 0; i < stop_listener_count; i++) {
+        if (stop_dead_fd >= 0) dup2(stop_dead_fd, stop_listener_fds[i]);
+    }
+    if (stop_wake_fd >= 0) {
+        char byte = 1;
+        ssize_t ignored = write(stop_wake_fd, &byte, 1);
+        (void)ignored;
+    }
+    errno = saved;
+}
+
+int pf_worker_install_stop_handler(const int *listener_fds, int count, int dead_fd, int wake_fd) {
+    if (count > PF_MAX_LISTENERS) { errno = EINVAL; return -1; }
+    for (int i = 0; i < count; i++) stop_listener_fds[i] = listener_fds[i];
+    stop_listener_count = count;
+    stop_dead_fd = dead_fd;
+    stop_wake_fd = wake_fd;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigfillset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART: blocking calls return EINTR
+    if (sigaction(SIGTERM, &sa, NULL) < 0) return -1;
+    if (sigaction(SIGINT, &sa, NULL) < 0) return -1;
+    if (sigaction(SIGQUIT, &sa, NULL) < 0) return -1;
+    return 0;
+}
+
+int pf_worker_stop_requested(void) { return stop_requested; }
+
+// MARK: scoreboard
+
+void pf_slot_store_stage(pf_slot *slot, uint32_t stage, uint64_t now_ns) {
+    __atomic_store_n(&slot->stage_since_ns, now_ns, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot->stage, stage, __ATOMIC_RELEASE);
+}
+uint32_t pf_slot_load_stage(const pf_slot *slot) { return __atomic_load_n(&slot->stage, __ATOMIC_ACQUIRE); }
+uint64_t pf_slot_load_stage_since(const pf_slot *slot) {
+    return __atomic_load_n(&slot->stage_since_ns, __ATOMIC_RELAXED);
+}
+void pf_slot_store_pid(pf_slot *slot, int32_t pid) { __atomic_store_n(&slot->pid, pid, __ATOMIC_RELEASE); }
+int32_t pf_slot_load_pid(const pf_slot *slot) { return __atomic_load_n(&slot->pid, __ATOMIC_ACQUIRE); }
+void pf_slot_store_generation(pf_slot *slot, uint64_t generation) {
+    __atomic_store_n(&slot->generation, generation, __ATOMIC_RELAXED);
+}
+uint64_t pf_slot_load_generation(const pf_slot *slot) {
+    return __atomic_load_n(&slot->generation, __ATOMIC_RELAXED);
+}
+void pf_slot_add_connection(pf_slot *slot) { __atomic_fetch_add(&slot->connections, 1, __ATOMIC_RELAXED); }
+uint64_t pf_slot_load_connections(const pf_slot *slot) {
+    return __atomic_load_n(&slot->connections, __ATOMIC_RELAXED);
+}
+void pf_slot_add_failure(pf_slot *slot) { __atomic_fetch_add(&slot->failures, 1, __ATOMIC_RELAXED); }
+uint64_t pf_slot_load_failures(const pf_slot *slot) { return __atomic_load_n(&slot->failures, __ATOMIC_RELAXED); }
