@@ -1,0 +1,35 @@
+// A helper for SystemdTests: takes the sockets passed through LISTEN_FDS and prints one line per
+// socket, then the activation variables as they are left afterwards.
+//
+//   socket fd=3 name=web family=2 listening=1 cloexec=1 address=127.0.0.1:40000
+//   env LISTEN_FDS=<unset> LISTEN_PID=<unset> LISTEN_FDNAMES=<unset>
+//   error <description>            (exit status 1)
+import Systemd
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+func environmentValue(_ name: String) -> String {
+    getenv(name).map { String(cString: $0) } ?? "<unset>"
+}
+
+do {
+    for socket in try SocketActivation.takeSockets() {
+        let cloexec = fcntl(socket.fileDescriptor, F_GETFD) & FD_CLOEXEC != 0
+        print(
+            "socket fd=\(socket.fileDescriptor) name=\(socket.name) family=\(socket.family)"
+                + " listening=\(socket.isListeningStream ? 1 : 0) cloexec=\(cloexec ? 1 : 0)"
+                + " address=\(socket.localAddress)"
+        )
+    }
+    print(
+        "env LISTEN_FDS=\(environmentValue("LISTEN_FDS")) LISTEN_PID=\(environmentValue("LISTEN_PID"))"
+            + " LISTEN_FDNAMES=\(environmentValue("LISTEN_FDNAMES"))"
+    )
+} catch {
+    print("error \(error)")
+    exit(1)
+}
