@@ -1,0 +1,102 @@
+import Logging
+
+/// What the engine runs: its configuration and the handler its workers use.
+public struct ServerSetup {
+    /// Listeners, pool size, timeouts.
+    public var configuration: ServerConfiguration
+    /// The handler each worker copies after fork.
+    public var handler: any ConnectionHandler
+
+    /// Pairs a configuration with a handler.
+    public init(configuration: ServerConfiguration, handler: any ConnectionHandler) {
+        self.configuration = configuration
+        self.handler = handler
+    }
+}
+
+/// Exit statuses of a preforkd process (the contract systemd's `RestartPreventExitStatus=` and
+/// scripts rely on; documented in the README).
+public enum PreforkExitCode: Int32, Sendable {
+    /// Stopped on request.
+    case success = 0
+    /// A runtime failure: workers cannot boot, or the supervisor could not keep the pool.
+    case failure = 1
+    /// Bad command-line usage (EX_USAGE).
+    case usage = 64
+    /// A listener could not be bound: address in use, permission denied (EX_UNAVAILABLE).
+    case unavailable = 69
+    /// Invalid configuration: a bad flag value, config file, or environment (EX_CONFIG).
+    case configuration = 78
+}
+
+/// A startup failure: nothing was forked, and the one-line description says why.
+public struct StartupError: Error, CustomStringConvertible {
+    /// The exit status that fits this failure.
+    public let exitCode: PreforkExitCode
+    /// One line naming the bad value or the failed operation.
+    public let description: String
+
+    /// Creates an error with its exit status.
+    public init(_ exitCode: PreforkExitCode, _ description: String) {
+        self.exitCode = exitCode
+        self.description = description
+    }
+}
+
+/// The pre-fork engine: bind, fork the workers, supervise them until stopped.
+///
+/// Embedding it takes a few lines:
+///
+/// ```swift
+/// var configuration = ServerConfiguration()
+/// configuration.listen = [try ListenAddress(parsing: "127.0.0.1:12000")]
+/// let server = PreforkServer(configuration: configuration, handler: MyHandler(), logger: logger)
+/// exit(try server.run().rawValue)
+/// ```
+///
+/// `run()` must be called from a single-threaded process (no Dispatch queue or Swift `Task`
+/// used before it): it forks, and it checks the thread count before every fork.
+public struct PreforkServer {
+    /// Produces the setup at start and again on each SIGHUP (reload). A throw on reload keeps
+    /// the running generation.
+    public typealias Loader = () throws -> ServerSetup
+
+    private let loader: Loader
+    private let logger: Logger
+    private let activatedListeners: [Listener]
+
+    /// Creates a server whose setup comes from `loader` (re-run on reload).
+    ///
+    /// - Parameter activatedListeners: sockets passed by the service manager; when non-empty
+    ///   they are used instead of the configured `listen` addresses and never closed.
+    public init(logger: Logger, activatedListeners: [Listener] = [], loader: @escaping Loader) {
+        self.loader = loader
+        self.logger = logger
+        self.activatedListeners = activatedListeners
+    }
+
+    /// Creates a server with a fixed configuration and handler.
+    public init(configuration: ServerConfiguration, handler: some ConnectionHandler, logger: Logger) {
+        self.init(logger: logger) { ServerSetup(configuration: configuration, handler: handler) }
+    }
+
+    /// Runs until stopped by a signal; returns the exit status.
+    ///
+    /// - Throws: ``StartupError`` when the setup is invalid or a listener cannot be bound;
+    ///   nothing has been forked then.
+    public func run() throws(StartupError) -> PreforkExitCode {
+        let setup: ServerSetup
+        do {
+            setup = try loader()
+            try setup.configuration.validate()
+        } catch let error as ConfigurationError {
+            throw StartupError(.configuration, error.description)
+        } catch let error as StartupError {
+            throw error
+        } catch {
+            throw StartupError(.configuration, "\(error)")
+        }
+        let supervisor = try Supervisor(setup: setup, activated: activatedListeners, loader: loader, logger: logger)
+        return supervisor.run()
+    }
+}

@@ -1,0 +1,96 @@
+import CPreforkShims
+import Glibc
+
+/// Shared memory with one slot per worker: what it is doing, since when, and how many
+/// connections it has served.
+///
+/// Mapped `MAP_SHARED | MAP_ANONYMOUS` by the supervisor before the first fork, so every worker
+/// writes its own slot and the supervisor reads them all without a syscall — for readiness,
+/// STATUS= and deadlines (as Apache's prefork scoreboard).
+public struct Scoreboard {
+    /// What a worker is doing.
+    public enum Stage: UInt32, Sendable {
+        case free = 0, starting, accepting, reading, handling, exiting
+    }
+
+    /// Counts across the whole pool.
+    public struct Summary: Sendable, Equatable {
+        /// Workers between fork and their first accept.
+        public var starting = 0
+        /// Workers parked in accept: ready for a connection now.
+        public var idle = 0
+        /// Workers reading initial data or running their handler.
+        public var busy = 0
+        /// Connections handed to handlers by live workers.
+        public var connections: UInt64 = 0
+    }
+
+    private let base: UnsafeMutablePointer<pf_slot>
+    /// The number of slots (the most workers that can exist at once, old generations included).
+    public let capacity: Int
+
+    /// Maps a zeroed scoreboard with `capacity` slots.
+    public init(capacity: Int) throws(SystemCallError) {
+        let bytes = capacity * MemoryLayout<pf_slot>.stride
+        let memory = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
+        guard let memory, memory != MAP_FAILED else { throw SystemCallError.current("mmap", "scoreboard") }
+        self.base = memory.bindMemory(to: pf_slot.self, capacity: capacity)
+        self.capacity = capacity
+    }
+
+    /// The slot at `index` (0-based).
+    public func slot(_ index: Int) -> UnsafeMutablePointer<pf_slot> {
+        precondition(index >= 0 && index < capacity, "scoreboard slot \(index) out of range")
+        return base + index
+    }
+
+    /// Marks a slot taken by a new worker (supervisor side, right after fork).
+    func claim(_ index: Int, pid: Int32, generation: Int) {
+        let slot = self.slot(index)
+        pf_slot_store_generation(slot, UInt64(generation))
+        pf_slot_store_pid(slot, pid)
+        pf_slot_store_stage(slot, Stage.starting.rawValue, Monotonic.now())
+    }
+
+    /// Frees a slot after its worker was reaped; returns the connections it had served.
+    func release(_ index: Int) -> UInt64 {
+        let slot = self.slot(index)
+        let served = pf_slot_load_connections(slot)
+        slot.pointee = pf_slot()
+        return served
+    }
+
+    /// The stage of the worker in `index`.
+    public func stage(_ index: Int) -> Stage {
+        Stage(rawValue: pf_slot_load_stage(slot(index))) ?? .free
+    }
+
+    /// Counts over the given slots.
+    public func summary<Slots: Sequence<Int>>(of indices: Slots) -> Summary {
+        var summary = Summary()
+        for index in indices {
+            let slot = self.slot(index)
+            summary.connections += pf_slot_load_connections(slot)
+            switch Stage(rawValue: pf_slot_load_stage(slot)) ?? .free {
+            case .starting: summary.starting += 1
+            case .accepting: summary.idle += 1
+            case .reading, .handling: summary.busy += 1
+            case .free, .exiting: break
+            }
+        }
+        return summary
+    }
+}
+
+/// A worker's own view of its slot: cheap stage updates on the hot path.
+struct SlotWriter {
+    let slot: UnsafeMutablePointer<pf_slot>
+
+    @inline(__always)
+    func enter(_ stage: Scoreboard.Stage) {
+        pf_slot_store_stage(slot, stage.rawValue, Monotonic.now())
+    }
+
+    @inline(__always)
+    func countConnection() { pf_slot_add_connection(slot) }
+}

@@ -1,0 +1,113 @@
+import CPreforkShims
+import Glibc
+import SystemPackage
+
+/// An accepted client connection, as a handler sees it.
+///
+/// The worker owns the socket: it closes it after the handler returns, so a handler never closes
+/// it itself. Reads and writes block, bounded by the timeouts inherited from the listener
+/// (`SO_RCVTIMEO` = `initial-timeout`, `SO_SNDTIMEO` = `send-timeout`) unless the handler sets others.
+public struct Connection {
+    /// The connected socket.
+    public let fileDescriptor: Int32
+    /// The listener it arrived on.
+    public let listener: Listener
+
+    init(fileDescriptor: Int32, listener: Listener) {
+        self.fileDescriptor = fileDescriptor
+        self.listener = listener
+    }
+
+    /// The client's address, `1.2.3.4:5678`, `[::1]:5678` or `unix:` (costs a getpeername call).
+    public var peer: String { SocketAddress.peer(of: fileDescriptor) }
+
+    /// Reads at most `buffer.count` bytes; returns 0 when the peer has closed its side.
+    ///
+    /// A graceful stop does not interrupt it: the current connection is finished. Pass
+    /// `interruptible: true` while waiting for a *new* request (keep-alive) to get
+    /// ``ConnectionError/stopRequested`` as soon as the worker is asked to stop.
+    @inline(__always)
+    public func read(into buffer: UnsafeMutableRawBufferPointer, interruptible: Bool = false) throws(ConnectionError) -> Int {
+        while true {
+            let n = Glibc.read(fileDescriptor, buffer.baseAddress, buffer.count)
+            if n >= 0 { return n }
+            let error = Errno(rawValue: Glibc.errno)
+            if error == .interrupted {
+                let stop = pf_worker_stop_requested()
+                if stop == 2 || (stop == 1 && interruptible) { throw .stopRequested }
+                continue
+            }
+            throw ConnectionError(readError: error)
+        }
+    }
+
+    /// Writes all of `bytes` (retrying short writes); never raises SIGPIPE.
+    @inline(__always)
+    public func write(_ bytes: UnsafeRawBufferPointer) throws(ConnectionError) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = send(fileDescriptor, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+            if n >= 0 {
+                offset += n
+                continue
+            }
+            let error = Errno(rawValue: Glibc.errno)
+            if error == .interrupted {
+                if pf_worker_stop_requested() == 2 { throw .stopRequested }
+                continue
+            }
+            throw ConnectionError(writeError: error)
+        }
+    }
+
+    /// Shuts down both directions (`shutdown(SHUT_RDWR)`), as the seed's server does before
+    /// closing: the client sees the end of the reply at once.
+    public func shutdown() {
+        _ = Glibc.shutdown(fileDescriptor, Int32(SHUT_RDWR))
+    }
+
+    /// Changes the receive timeout of this connection (`SO_RCVTIMEO`); 0 waits forever.
+    public func setReceiveTimeout(seconds: Double) throws(ConnectionError) {
+        let whole = seconds.rounded(.down)
+        var value = timeval(tv_sec: Int(whole), tv_usec: Int((seconds - whole) * 1_000_000))
+        guard setsockopt(fileDescriptor, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size)) == 0
+        else { throw .failed(SystemCallError.current("setsockopt SO_RCVTIMEO")) }
+    }
+}
+
+/// Why a read or write on a connection failed.
+public enum ConnectionError: Error, Equatable, CustomStringConvertible {
+    /// The receive timeout passed with nothing to read.
+    case timedOut
+    /// The peer reset the connection (ECONNRESET / EPIPE).
+    case reset
+    /// The worker was asked to stop while this call waited.
+    case stopRequested
+    /// Any other failure.
+    case failed(SystemCallError)
+
+    init(readError error: Errno) {
+        switch error {
+        case .wouldBlock, .resourceTemporarilyUnavailable: self = .timedOut
+        case .connectionReset, .brokenPipe: self = .reset
+        default: self = .failed(SystemCallError("read", errno: error))
+        }
+    }
+
+    init(writeError error: Errno) {
+        switch error {
+        case .wouldBlock, .resourceTemporarilyUnavailable: self = .timedOut
+        case .connectionReset, .brokenPipe: self = .reset
+        default: self = .failed(SystemCallError("send", errno: error))
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .timedOut: "timed out"
+        case .reset: "connection reset by peer"
+        case .stopRequested: "worker stopping"
+        case .failed(let error): error.description
+        }
+    }
+}
