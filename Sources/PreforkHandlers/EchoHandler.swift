@@ -1,0 +1,167 @@
+import CPreforkShims
+import Logging
+import Prefork
+
+/// The seed's echo protocol: the client sends a message ending with `<EOF>`; the handler reads
+/// until it has the tag, sends the whole message back (tag included), then shuts the connection
+/// down and closes it — the server closes first, so the client never holds TIME_WAIT.
+///
+/// With ``Configuration-swift.struct/keepAlive`` it instead waits on the same connection for the
+/// next message, until the client closes or ``Configuration-swift.struct/idleTimeout`` passes.
+/// A message over ``Configuration-swift.struct/maxMessageBytes``, or one that does not complete
+/// within ``Configuration-swift.struct/messageTimeout``, closes the connection with a log line.
+/// Bytes after the tag belong to the next message (keep-alive) or are dropped.
+public struct EchoHandler: ConnectionHandler {
+    /// The echo handler's settings (config-file table `[echo]`, flags `--echo-…`).
+    public struct Configuration: Sendable, Equatable {
+        /// `keep-alive`: serve further messages on the connection.
+        public var keepAlive = false
+        /// `idle-timeout`: seconds to wait for the next message with keep-alive.
+        public var idleTimeout: Double = 15
+        /// `max-message-bytes`: the largest message accepted, tag included.
+        public var maxMessageBytes = 1 << 20
+        /// `message-timeout`: seconds a message may take to arrive completely (checked between reads).
+        public var messageTimeout: Double = 30
+
+        /// The defaults.
+        public init() {}
+
+        /// Throws for the first value out of range, naming its key.
+        public func validate() throws(ConfigurationError) {
+            guard (Self.tag.count...(1 << 30)).contains(maxMessageBytes) else {
+                throw ConfigurationError(key: "echo.max-message-bytes", value: "\(maxMessageBytes)", reason: "must be between \(Self.tag.count) and \(1 << 30)")
+            }
+            guard idleTimeout > 0 && idleTimeout <= 86400 else {
+                throw ConfigurationError(key: "echo.idle-timeout", value: "\(idleTimeout)", reason: "must be between 0.001 and 86400")
+            }
+            guard messageTimeout > 0 && messageTimeout <= 86400 else {
+                throw ConfigurationError(key: "echo.message-timeout", value: "\(messageTimeout)", reason: "must be between 0.001 and 86400")
+            }
+        }
+
+        static let tag: [UInt8] = Array("<EOF>".utf8)
+    }
+
+    /// The end-of-message tag.
+    public static let tag = "<EOF>"
+
+    private let configuration: Configuration
+    /// One buffer per worker (allocated after fork, in `prepare`), reused by every connection.
+    private var buffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+
+    /// Creates an echo handler.
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+    }
+
+    public mutating func prepare(_ context: WorkerContext) throws {
+        // Only the pages a message touches become resident.
+        buffer = .allocate(byteCount: configuration.maxMessageBytes, alignment: 16)
+    }
+
+    public mutating func handle(_ connection: Connection, initialData: UnsafeRawBufferPointer, context: WorkerContext) throws {
+        var filled = copyIn(initialData, at: 0)
+        var overflowed = initialData.count > buffer.count
+        var idleTimeoutSet = false
+        while true {
+            let messageLength: Int
+            switch try receiveMessage(connection, filled: &filled, overflowed: overflowed, context: context) {
+            case .message(let length): messageLength = length
+            case .closed: return
+            }
+            try connection.write(UnsafeRawBufferPointer(rebasing: buffer[..<messageLength]))
+            guard configuration.keepAlive, !context.isStopping else {
+                connection.shutdown()
+                return
+            }
+            // Keep what followed the tag: the start of the next message.
+            let rest = filled - messageLength
+            if rest > 0 { buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + messageLength, byteCount: rest) }
+            filled = rest
+            overflowed = false
+            if filled == 0 {
+                if !idleTimeoutSet {
+                    try connection.setReceiveTimeout(seconds: configuration.idleTimeout)
+                    idleTimeoutSet = true
+                }
+                let n: Int
+                do throws(ConnectionError) {
+                    n = try connection.read(into: buffer, interruptible: true)
+                } catch {
+                    switch error {
+                    case .timedOut:
+                        context.logger.debug("Keep-alive connection idle for \(configuration.idleTimeout) s; closing")
+                        return
+                    case .stopRequested:
+                        return
+                    default:
+                        throw error
+                    }
+                }
+                if n == 0 { return }  // the client is done
+                filled = n
+            }
+        }
+    }
+
+    private enum Received {
+        case message(length: Int)
+        case closed
+    }
+
+    /// Reads until `buffer[..<filled]` contains the tag; the message length includes it.
+    private func receiveMessage(
+        _ connection: Connection, filled: inout Int, overflowed: Bool, context: WorkerContext
+    ) throws -> Received {
+        let tagLength = Configuration.tag.count
+        var searchedUpTo = 0
+        var deadline: UInt64 = 0
+        while true {
+            if let end = findTag(from: searchedUpTo, to: filled) { return .message(length: end) }
+            searchedUpTo = max(0, filled - (tagLength - 1))
+            if overflowed || filled == buffer.count {
+                context.logger.warning("Message from \(connection.peer) exceeds \(configuration.maxMessageBytes) bytes; closing")
+                return .closed
+            }
+            let now = pf_monotonic_ns()
+            if deadline == 0 {
+                deadline = now + UInt64(configuration.messageTimeout * 1e9)
+            } else if now >= deadline {
+                context.logger.info("Message from \(connection.peer) incomplete after \(configuration.messageTimeout) s; closing")
+                return .closed
+            }
+            let n: Int
+            do throws(ConnectionError) {
+                n = try connection.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]))
+            } catch {
+                guard error == .timedOut else { throw error }
+                context.logger.info("Client \(connection.peer) went silent mid-message; closing")
+                return .closed
+            }
+            if n == 0 {
+                context.logger.debug("Client closed before sending \(Self.tag) (\(filled) bytes received)")
+                return .closed
+            }
+            filled += n
+        }
+    }
+
+    /// The end offset of the first tag in `buffer[start..<end]`, if any.
+    @inline(__always)
+    private func findTag(from start: Int, to end: Int) -> Int? {
+        guard end - start >= Configuration.tag.count else { return nil }
+        return Configuration.tag.withUnsafeBytes { tag -> Int? in
+            guard let found = pf_memmem(buffer.baseAddress! + start, end - start, tag.baseAddress!, tag.count) else {
+                return nil
+            }
+            return UnsafeRawPointer(found) - UnsafeRawPointer(buffer.baseAddress!) + tag.count
+        }
+    }
+
+    /// Copies as much of `bytes` as fits at `offset`; returns the new fill level.
+    private func copyIn(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Int {
+        let count = min(bytes.count, buffer.count - offset)
+        if count > 0 { (buffer.baseAddress! + offset).copyMemory(from: bytes.baseAddress!, byteCount: count) }
+        return offset + count
+    }
+}
