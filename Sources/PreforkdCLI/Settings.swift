@@ -1,0 +1,87 @@
+import Logging
+import Prefork
+import PreforkHandlers
+
+/// Everything `preforkd` can be told, from defaults, the config file and the command line, in
+/// that order of precedence (the command line wins).
+public struct Settings: Equatable, Sendable {
+    /// The built-in handlers.
+    public enum HandlerName: String, Sendable, CaseIterable {
+        case echo
+    }
+
+    /// Where log lines go and how they look.
+    public enum LogFormat: String, Sendable, CaseIterable {
+        /// Text when stderr is a terminal or a file; journald fields when stderr is journald's stream.
+        case auto
+        case text, json, journal
+    }
+
+    /// The engine's settings.
+    public var server = ServerConfiguration()
+    /// `handler`.
+    public var handler = HandlerName.echo
+    /// `[echo]`.
+    public var echo = EchoHandler.Configuration()
+    /// `log-level`.
+    public var logLevel = Logger.Level.info
+    /// `log-format`.
+    public var logFormat = LogFormat.auto
+
+    /// The defaults.
+    public init() {}
+
+    /// Checks every value; the error names the key.
+    public func validate() throws(ConfigurationError) {
+        try server.validate()
+        try echo.validate()
+    }
+
+    /// The engine setup these settings describe.
+    public func makeSetup() -> ServerSetup {
+        switch handler {
+        case .echo: ServerSetup(configuration: server, handler: EchoHandler(configuration: echo))
+        }
+    }
+
+    /// The effective settings as a config file (what `--check-config` prints).
+    public func renderTOML() -> String {
+        func quoted(_ text: String) -> String { TextLogHandlerJSON.string(text) }
+        var lines: [String] = []
+        lines.append("listen = [\(server.listen.map { quoted($0.description) }.joined(separator: ", "))]")
+        lines.append("workers = \(server.workers)")
+        lines.append("handler = \(quoted(handler.rawValue))")
+        lines.append("initial-bytes = \(server.initialBytes)")
+        lines.append("initial-timeout = \(server.initialTimeout)")
+        lines.append("send-timeout = \(server.sendTimeout)")
+        lines.append("graceful-timeout = \(server.gracefulTimeout)")
+        lines.append("backlog = \(server.backlog)")
+        lines.append("unix-mode = \(quoted("0" + String(server.unixMode, radix: 8)))")
+        lines.append("log-level = \(quoted(logLevel.rawValue))")
+        lines.append("log-format = \(quoted(logFormat.rawValue))")
+        lines.append("")
+        lines.append("[echo]")
+        lines.append("keep-alive = \(echo.keepAlive)")
+        lines.append("idle-timeout = \(echo.idleTimeout)")
+        lines.append("max-message-bytes = \(echo.maxMessageBytes)")
+        lines.append("message-timeout = \(echo.messageTimeout)")
+        return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+/// JSON/TOML basic-string quoting (the two agree for what is printed here).
+enum TextLogHandlerJSON {
+    static func string(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+}

@@ -1,0 +1,3 @@
+import PreforkdCLI
+
+PreforkdCommand.main()
