@@ -1,0 +1,130 @@
+import Foundation
+import Glibc
+import Testing
+
+/// The seed's exchange and the echo protocol against the real binary.
+@Suite struct EchoServiceTests {
+    @Test func seedExchangeWithATenByteInitialRead() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "2", "--initial-bytes", "10", "--log-level", "debug"])
+        defer { daemon.stop() }
+        let ready = try daemon.waitForReady()
+        let port = try daemon.port()
+        let message = "This is a test message longer than ten bytes<EOF>"
+        #expect(try Client.exchange(port: port, message) == message)
+        try daemon.waitForLog("Size of data transferred is 10")
+        // READY=1 came from the supervisor itself, with a status line naming the address.
+        #expect(ready.contains { $0.pid == daemon.pid && $0.text.contains("STATUS=") && $0.text.contains("127.0.0.1:\(port)") })
+    }
+
+    @Test func manyConcurrentClientsAllServedByEveryWorker() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "3", "--log-level", "debug"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let failures = Counter()
+        DispatchQueue.concurrentPerform(iterations: 8) { thread in
+            for index in 0..<50 {
+                let message = "client \(thread) message \(index) " + String(repeating: "x", count: index) + "<EOF>"
+                if (try? Client.exchange(port: port, message)) != message { failures.increment() }
+            }
+        }
+        #expect(failures.value == 0)
+        // Every worker took part: each logs the initial read of the connections it served.
+        let workers = daemon.workerPIDs()
+        #expect(workers.count == 3)
+        try waitUntil("log lines from every worker") {
+            workers.allSatisfy { daemon.log.contains("[\($0)] worker") && daemon.log.contains("Size of data transferred") }
+        }
+        for pid in workers {
+            let served = daemon.log.split(separator: "\n").filter { $0.contains("[\(pid)]") && $0.contains("Size of data transferred") }
+            #expect(served.count > 0, "worker \(pid) served nothing")
+        }
+    }
+
+    @Test func keepAliveServesSeveralMessagesOnOneConnection() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1", "--echo-keep-alive"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let client = try Client(port: try daemon.port())
+        defer { client.close() }
+        for index in 0..<20 {
+            let message = "message \(index)<EOF>"
+            try client.send(message)
+            #expect(try client.read(count: message.utf8.count) == message)
+        }
+    }
+
+    @Test func ipv6AndUnixListenersServeToo() throws {
+        let path = NSTemporaryDirectory() + "preforkd-it-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        let daemon = try Daemon(["--listen", "[::1]:0", "--listen", "unix:\(path)", "--workers", "2"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        #expect(try Client.exchange(port: port, "over ipv6<EOF>", ipv6: true) == "over ipv6<EOF>")
+        let unixClient = try Client(unixPath: path)
+        defer { unixClient.close() }
+        try unixClient.send("over unix<EOF>")
+        #expect(try unixClient.readToEnd() == "over unix<EOF>")
+        daemon.signal(SIGTERM)
+        #expect(try daemon.waitForExit() == 0)
+        #expect(access(path, F_OK) != 0, "the socket file preforkd created is removed on stop")
+    }
+
+    @Test func oversizeMessageIsClosedAndTheWorkerCarriesOn() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1", "--echo-max-message-bytes", "64"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let worker = daemon.workerPIDs()
+        let big = try Client(port: port)
+        defer { big.close() }
+        try? big.send(String(repeating: "A", count: 500) + "<EOF>")
+        #expect((try? big.readToEnd()) ?? "" == "")
+        try daemon.waitForLog("exceeds 64 bytes")
+        #expect(try Client.exchange(port: port, "small<EOF>") == "small<EOF>")
+        #expect(daemon.workerPIDs() == worker, "the same worker still serves")
+    }
+
+    @Test func silentClientIsClosedAfterTheInitialTimeoutAndTheWorkerFreed() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1", "--initial-timeout", "0.5"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let silent = try Client(port: port)
+        defer { silent.close() }
+        // The only worker is busy with the silent client; this one waits in the backlog.
+        let waiting = try Client(port: port)
+        defer { waiting.close() }
+        try waiting.send("after the silent one<EOF>")
+        #expect(try silent.readToEnd() == "", "the silent client is closed by the server")
+        #expect(try waiting.readToEnd() == "after the silent one<EOF>")
+        try daemon.waitForLog("initial read timed out")
+    }
+
+    @Test func clientThatResetsOrClosesEarlyCostsNothing() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        for _ in 0..<20 {
+            let client = try Client(port: port)
+            var linger = linger(l_onoff: 1, l_linger: 0)  // close → RST
+            setsockopt(client.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
+            try client.send("half a mess")
+            client.close()
+            let quiet = try Client(port: port)
+            quiet.close()
+        }
+        let worker = daemon.workerPIDs()
+        #expect(try Client.exchange(port: port, "still fine<EOF>") == "still fine<EOF>")
+        #expect(daemon.workerPIDs() == worker)
+    }
+}
+
+/// A thread-safe counter for concurrent client loops.
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func increment() { lock.lock(); count += 1; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
+}

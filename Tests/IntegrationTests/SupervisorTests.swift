@@ -1,0 +1,134 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Signals, respawns and stops against the real binary.
+@Suite struct SupervisorTests {
+    @Test func workerKilledWithSIGKILLIsReplacedAndServiceContinues() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "2"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let before = daemon.workerPIDs()
+        #expect(before.count == 2)
+        for round in 0..<20 {
+            if round == 5 { kill(before[0], SIGKILL) }
+            #expect(try Client.exchange(port: port, "round \(round)<EOF>") == "round \(round)<EOF>")
+        }
+        try waitUntil("a replacement worker") {
+            let now = daemon.workerPIDs()
+            return now.count == 2 && !now.contains(before[0])
+        }
+        try daemon.waitForLog("killed by SIGKILL")
+        #expect(try Client.exchange(port: port, "after<EOF>") == "after<EOF>")
+    }
+
+    @Test func sigtermLetsTheInFlightClientFinishThenExitsZero() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "2"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let slow = try Client(port: port)
+        defer { slow.close() }
+        try slow.send("the first half, ")
+        try waitUntil("the worker to take the slow client") { (try? busyWorkers(daemon)) == 1 }
+        daemon.signal(SIGTERM)
+        try daemon.notify.waitFor("STOPPING=1", from: daemon.pid)
+        try slow.send("then the rest<EOF>")
+        #expect(try slow.readToEnd() == "the first half, then the rest<EOF>")
+        #expect(try daemon.waitForExit() == 0)
+        #expect(throws: (any Error).self) { try Client(port: port) }
+    }
+
+    @Test func stragglersAreKilledAfterTheGracefulTimeout() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1", "--graceful-timeout", "0.5", "--initial-timeout", "30"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let stuck = try Client(port: port)
+        defer { stuck.close() }
+        try stuck.send("never finished")
+        try waitUntil("the worker to take the client") { (try? busyWorkers(daemon)) == 1 }
+        daemon.signal(SIGTERM)
+        #expect(try daemon.waitForExit(seconds: 10) == 0)
+        #expect(daemon.log.contains("Graceful timeout passed"))
+    }
+
+    @Test func sigquitStopsAtOnce() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "2", "--graceful-timeout", "60"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let stuck = try Client(port: try daemon.port())
+        defer { stuck.close() }
+        try stuck.send("never finished")
+        daemon.signal(SIGQUIT)
+        #expect(try daemon.waitForExit(seconds: 5) == 0)
+    }
+
+    @Test func ttinAndTtouAddAndRemoveAWorker() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "2"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        daemon.signal(SIGTTIN)
+        try waitUntil("3 workers") { daemon.workerPIDs().count == 3 }
+        // One at a time: the kernel merges a signal sent while the same one is still pending.
+        daemon.signal(SIGTTOU)
+        try waitUntil("2 workers") { daemon.workerPIDs().count == 2 }
+        daemon.signal(SIGTTOU)
+        try waitUntil("1 worker") { daemon.workerPIDs().count == 1 }
+        daemon.signal(SIGTTOU)  // the last one stays
+        try daemon.waitForLog("keeping the last worker")
+        #expect(daemon.workerPIDs().count == 1)
+        #expect(try Client.exchange(port: try daemon.port(), "one left<EOF>") == "one left<EOF>")
+    }
+
+    @Test func killingTheSupervisorLeavesNoWorkerBehind() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "3"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let workers = daemon.workerPIDs()
+        #expect(workers.count == 3)
+        daemon.signal(SIGKILL)
+        try waitUntil("every worker to exit") { workers.allSatisfy { !ProcessTable.isAlive($0) } }
+    }
+
+    @Test func hupReloadsTheConfigFileIntoANewGeneration() throws {
+        let directory = NSTemporaryDirectory() + "preforkd-reload-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let config = directory + "/preforkd.toml"
+        try "listen = \"127.0.0.1:0\"\nworkers = 2\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let daemon = try Daemon(["--config", config])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let first = daemon.workerPIDs()
+        // A broken file is refused and the running generation keeps serving.
+        try "workers = \"many\"\n".write(toFile: config, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        try daemon.waitForLog("reload rejected")
+        #expect(daemon.workerPIDs() == first)
+        // A good one: a new generation of 3, the old one drained, READY=1 again.
+        try "listen = \"127.0.0.1:0\"\nworkers = 3\n".write(toFile: config, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        try daemon.notify.waitFor("RELOADING=1", from: daemon.pid)
+        try waitUntil("a second READY=1") { daemon.notify.poll(seconds: 0.05); return daemon.notify.count(of: "READY=1", from: daemon.pid) == 2 }
+        try waitUntil("the new generation alone") {
+            let now = daemon.workerPIDs()
+            return now.count == 3 && Set(now).isDisjoint(with: first)
+        }
+        #expect(try Client.exchange(port: port, "after reload<EOF>") == "after reload<EOF>", "the listener is kept across the reload")
+        let reloading = daemon.notify.received.first { $0.assignments.contains("RELOADING=1") }
+        #expect(reloading?.assignments.contains { $0.hasPrefix("MONOTONIC_USEC=") } == true)
+    }
+}
+
+/// Workers busy with a connection, from the supervisor's STATUS= line.
+func busyWorkers(_ daemon: Daemon) throws -> Int {
+    daemon.notify.poll(seconds: 0.05)
+    guard let status = daemon.notify.received.last(where: { $0.text.contains("STATUS=") && $0.text.contains("busy") }) else { return -1 }
+    let text = status.text
+    guard let range = text.range(of: " busy") else { return -1 }
+    let before = text[..<range.lowerBound].split(separator: " ").last ?? ""
+    return Int(before) ?? -1
+}

@@ -1,0 +1,93 @@
+import Foundation
+import Glibc
+
+/// An sd_notify receiver as systemd has it: an AF_UNIX datagram socket with SO_PASSCRED, so each
+/// datagram carries the sender's pid (what `NotifyAccess=main` checks).
+final class NotifyReceiver {
+    struct Datagram: CustomStringConvertible {
+        let pid: Int32
+        let text: String
+        var description: String { "[\(pid)] \(text.replacingOccurrences(of: "\n", with: " | "))" }
+        /// The assignments, one per line.
+        var assignments: [String] { text.split(separator: "\n").map(String.init) }
+    }
+
+    let path: String
+    private let fd: Int32
+    /// Everything received so far, in order.
+    private(set) var received: [Datagram] = []
+
+    init(path: String) throws {
+        self.path = path
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var on: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8)
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+    }
+
+    /// Receives what is pending, waiting up to `seconds` for the first datagram.
+    func poll(seconds: Double) {
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard Glibc.poll(&entry, 1, Int32(seconds * 1000)) > 0 else { return }
+        while let datagram = receiveOne() { received.append(datagram) }
+    }
+
+    private func receiveOne() -> Datagram? {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        var control = [UInt8](repeating: 0, count: 64)
+        return buffer.withUnsafeMutableBytes { data -> Datagram? in
+            control.withUnsafeMutableBytes { control -> Datagram? in
+                var iov = iovec(iov_base: data.baseAddress, iov_len: data.count)
+                return withUnsafeMutablePointer(to: &iov) { iovPointer -> Datagram? in
+                    var message = msghdr()
+                    message.msg_iov = iovPointer
+                    message.msg_iovlen = 1
+                    message.msg_control = control.baseAddress
+                    message.msg_controllen = control.count
+                    let n = recvmsg(fd, &message, Int32(MSG_DONTWAIT))
+                    guard n >= 0 else { return nil }
+                    var pid: Int32 = -1
+                    // struct cmsghdr { size_t len; int level; int type; } then struct ucred { pid, uid, gid }.
+                    if message.msg_controllen >= 28 {
+                        let level = control.load(fromByteOffset: 8, as: Int32.self)
+                        let type = control.load(fromByteOffset: 12, as: Int32.self)
+                        if level == SOL_SOCKET && type == 2 /* SCM_CREDENTIALS */ {
+                            pid = control.load(fromByteOffset: 16, as: Int32.self)
+                        }
+                    }
+                    return Datagram(pid: pid, text: String(decoding: data.prefix(n), as: UTF8.self))
+                }
+            }
+        }
+    }
+
+    /// Waits until a datagram from `pid` contains the assignment `assignment`; returns all
+    /// datagrams received so far. `check` runs between polls (to give up early).
+    @discardableResult
+    func waitFor(_ assignment: String, from pid: Int32, seconds: Double = 10, check: () throws -> Void = {}) throws -> [Datagram] {
+        let deadline = Date().addingTimeInterval(seconds)
+        while true {
+            if received.contains(where: { $0.pid == pid && $0.assignments.contains(assignment) }) { return received }
+            guard Date() < deadline else { throw Timeout(what: "\(assignment) (received: \(received))") }
+            try check()
+            poll(seconds: 0.05)
+        }
+    }
+
+    /// Datagrams after the first `index`, with a new wait for `assignment`.
+    func count(of assignment: String, from pid: Int32) -> Int {
+        received.filter { $0.pid == pid && $0.assignments.contains(assignment) }.count
+    }
+
+    func close() { Glibc.close(fd) }
+}
