@@ -63,6 +63,20 @@ struct ServiceReporter {
         if watchdogPeriodNs != nil { send([.watchdogTrigger]) }
     }
 
+    /// FDSTORE=1: hands systemd a copy of a listening socket under `name`. True when sent.
+    mutating func store(_ fileDescriptor: Int32, name: String) -> Bool {
+        guard enabled else { return false }
+        do {
+            return try ServiceManager.notify([.fileDescriptorStore(name: name)], passing: [fileDescriptor])
+        } catch {
+            logger.warning("Could not hand \(name) to systemd's fd store: \(error)")
+            return false
+        }
+    }
+
+    /// FDSTOREREMOVE=1 for `name`.
+    mutating func unstore(name: String) { send([.fileDescriptorStoreRemove(name: name)]) }
+
     /// Called on every turn of the supervisor loop: refreshes STATUS= at most once a second when
     /// it changed, and pings the watchdog every half interval while `healthy`.
     mutating func tick(status: @autoclosure () -> String, healthy: Bool) {
