@@ -1,4 +1,5 @@
 import Logging
+import Systemd
 
 /// What the engine runs: its configuration and the handler its workers use.
 public struct ServerSetup {
@@ -63,16 +64,14 @@ public struct PreforkServer {
 
     private let loader: Loader
     private let logger: Logger
-    private let activatedListeners: [Listener]
 
     /// Creates a server whose setup comes from `loader` (re-run on reload).
     ///
-    /// - Parameter activatedListeners: sockets passed by the service manager; when non-empty
-    ///   they are used instead of the configured `listen` addresses and never closed.
-    public init(logger: Logger, activatedListeners: [Listener] = [], loader: @escaping Loader) {
+    /// Sockets passed by systemd (socket activation, or its fd store) are taken when `run()`
+    /// starts: activated ones replace the configured `listen` addresses and are never closed.
+    public init(logger: Logger, loader: @escaping Loader) {
         self.loader = loader
         self.logger = logger
-        self.activatedListeners = activatedListeners
     }
 
     /// Creates a server with a fixed configuration and handler.
@@ -96,7 +95,14 @@ public struct PreforkServer {
         } catch {
             throw StartupError(.configuration, "\(error)")
         }
-        let supervisor = try Supervisor(setup: setup, activated: activatedListeners, loader: loader, logger: logger)
+        let inherited: [ActivatedSocket]
+        do {
+            // Unsets LISTEN_*: workers and anything they run never see them.
+            inherited = try SocketActivation.takeSockets()
+        } catch {
+            throw StartupError(.configuration, "socket activation: \(error)")
+        }
+        let supervisor = try Supervisor(setup: setup, inherited: inherited, loader: loader, logger: logger)
         return supervisor.run()
     }
 }

@@ -12,7 +12,12 @@ import Testing
         let before = daemon.workerPIDs()
         #expect(before.count == 2)
         for round in 0..<20 {
-            if round == 5 { kill(before[0], SIGKILL) }
+            if round == 5 {
+                // Between two exchanges, so the victim holds no connection; wait for it to be
+                // gone so it cannot take the next one either: what is queued survives.
+                kill(before[0], SIGKILL)
+                try waitUntil("the killed worker to die") { !ProcessTable.isAlive(before[0]) }
+            }
             #expect(try Client.exchange(port: port, "round \(round)<EOF>") == "round \(round)<EOF>")
         }
         try waitUntil("a replacement worker") {

@@ -23,6 +23,11 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var backlog: Int = 4096
     /// `unix-mode`: permissions of the unix socket files preforkd creates.
     public var unixMode: UInt32 = 0o660
+    /// `fd-store`: hand self-bound listeners to systemd's file descriptor store (FDSTORE=1), so
+    /// that `systemctl restart` keeps the port and its queued connections. Defaults to on when
+    /// systemd announces a store (`$FDSTORE`, systemd 254 and later); set it where the unit has
+    /// `FileDescriptorStoreMax=` on an older systemd.
+    public var fileDescriptorStore: Bool = (getenv("FDSTORE").flatMap { Int(String(cString: $0)) } ?? 0) > 0
 
     /// The most workers one pool may have (TTIN stops there).
     public static let maximumWorkers = 512

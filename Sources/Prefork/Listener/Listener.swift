@@ -98,11 +98,11 @@ public struct Listener: Sendable, Equatable {
         try Self.setTimeout(fileDescriptor, SO_SNDTIMEO, send, "SO_SNDTIMEO", address)
     }
 
-    /// Closes the socket; a unix socket file preforkd created is removed. Never call it on an
-    /// activated socket when stopping: systemd owns those.
-    public func close() {
+    /// Closes the socket and, when asked, removes the unix socket file preforkd created. Never
+    /// call it on an activated socket: systemd owns those.
+    public func close(unlinkingSocketFile: Bool = true) {
         _ = Glibc.close(fileDescriptor)
-        if origin == .bound, case .unix(let path)? = configured {
+        if unlinkingSocketFile, origin == .bound, case .unix(let path)? = configured {
             _ = unlink(path)
         }
     }

@@ -2,6 +2,7 @@ import CPreforkShims
 import Glibc
 import Logging
 import SystemPackage
+import Systemd
 
 /// The supervisor: owns the listeners, forks the workers, reaps and replaces them, drains them on
 /// stop, and starts a new generation on reload. A single-threaded poll loop over a signalfd and
@@ -41,6 +42,8 @@ final class Supervisor {
     private var reporter: ServiceReporter
 
     private var generation = 1
+    /// Listening fds systemd holds a copy of (FDSTORE=1).
+    private var storedInManager: Set<Int32> = []
     private var targetWorkers: Int
     private var workers: [Int32: WorkerRecord] = [:]
     private var state = State.running
@@ -54,14 +57,14 @@ final class Supervisor {
     /// The generation whose readiness has been announced.
     private var announcedGeneration = 0
 
-    init(setup: ServerSetup, activated: [Listener], loader: @escaping PreforkServer.Loader, logger: Logger) throws(StartupError) {
+    init(setup: ServerSetup, inherited: [ActivatedSocket], loader: @escaping PreforkServer.Loader, logger: Logger) throws(StartupError) {
         self.setup = setup
         self.loader = loader
         self.logger = logger
         self.targetWorkers = setup.configuration.workers
         ProcessRole.current = .supervisor
+        listeners = try ListenerAcquisition.acquire(setup.configuration, inherited: inherited, logger: logger)
         do throws(SystemCallError) {
-            listeners = activated.isEmpty ? try Self.bindAll(setup.configuration) : activated
             try Self.prepare(listeners, setup.configuration)
             scoreboard = try Scoreboard(capacity: 2 * ServerConfiguration.maximumWorkers + 2)
             signals = try SignalChannel()
@@ -69,13 +72,33 @@ final class Supervisor {
             guard pf_pipe2(&fds, O_CLOEXEC | O_NONBLOCK) == 0 else { throw SystemCallError.current("pipe2") }
             bootPipe = (fds[0], fds[1])
         } catch {
-            throw StartupError(error.errno == .addressInUse || error.operation == "bind" || error.operation == "listen"
-                ? .unavailable : .failure, error.description)
+            for listener in listeners where listener.origin == .bound { listener.close() }
+            throw StartupError(.failure, error.description)
         }
         reporter = ServiceReporter(logger: logger)
         for listener in listeners {
-            logger.info("Listening on \(listener.address)", metadata: ["listener": "\(listener.name)", "origin": "\(listener.origin.rawValue)"])
+            announce(listener)
         }
+    }
+
+    /// Logs a new listener and, when preforkd bound it, hands a copy to systemd's fd store so a
+    /// restart finds it again (kept only where the unit sets FileDescriptorStoreMax=).
+    private func announce(_ listener: Listener) {
+        logger.info("Listening on \(listener.address)", metadata: ["listener": "\(listener.name)", "origin": "\(listener.origin.rawValue)"])
+        if listener.origin == .bound, setup.configuration.fileDescriptorStore,
+           reporter.store(listener.fileDescriptor, name: ListenerAcquisition.storedPrefix + listener.name) {
+            storedInManager.insert(listener.fileDescriptor)
+        }
+    }
+
+    /// Closes a listener preforkd no longer needs; never an activated one. A socket file is kept
+    /// when systemd holds a copy of the socket in its fd store.
+    private func release(_ listener: Listener) {
+        guard listener.origin != .activated else { return }
+        if storedInManager.remove(listener.fileDescriptor) != nil {
+            reporter.unstore(name: ListenerAcquisition.storedPrefix + listener.name)
+        }
+        listener.close(unlinkingSocketFile: listener.origin == .bound)
     }
 
     // MARK: - main loop
@@ -99,7 +122,10 @@ final class Supervisor {
             }
             reporter.tick(status: statusLine(), healthy: isHealthy)
         }
-        for listener in listeners where listener.origin != .activated { listener.close() }
+        for listener in listeners where listener.origin != .activated {
+            // On a stop the store keeps its copy for the next start: close ours, keep the file.
+            listener.close(unlinkingSocketFile: listener.origin == .bound && !storedInManager.contains(listener.fileDescriptor))
+        }
         logger.info("Stopped", metadata: ["connections": "\(totalConnections)"])
         return exitCode
     }
@@ -220,10 +246,10 @@ final class Supervisor {
         let removed = listeners.filter { old in !newListeners.contains { $0.fileDescriptor == old.fileDescriptor } }
         for listener in removed {
             logger.info("No longer listening on \(listener.address)")
-            listener.close()
+            release(listener)
         }
         for listener in newListeners where !listeners.contains(where: { $0.fileDescriptor == listener.fileDescriptor }) {
-            logger.info("Listening on \(listener.address)", metadata: ["listener": "\(listener.name)", "origin": "\(listener.origin.rawValue)"])
+            announce(listener)
         }
         listeners = newListeners
         setup = next
@@ -250,7 +276,7 @@ final class Supervisor {
                 bound.append(listener)
                 result.append(listener)
             } catch {
-                for listener in bound { listener.close() }
+                for listener in bound { listener.close(unlinkingSocketFile: true) }
                 throw error
             }
         }
@@ -307,6 +333,7 @@ final class Supervisor {
         let scoreSlot = scoreboard.slot(slot)
         pf_slot_store_pid(scoreSlot, getpid())
         var workerLogger = logger
+        workerLogger[metadataKey: "worker.pid"] = "\(getpid())"
         workerLogger[metadataKey: "worker.generation"] = "\(generation)"
         let context = WorkerContext(workerNumber: slot + 1, generation: generation, logger: workerLogger)
         Self.startWorker(setup.handler, listeners: listeners, configuration: setup.configuration,
@@ -374,12 +401,17 @@ final class Supervisor {
         respawnDelayNs = min(max(respawnDelayNs * 2, 100_000_000), 10_000_000_000)
         nextSpawnAt = Monotonic.now() + respawnDelayNs
         logger.info("Respawning in \(respawnDelayNs / 1_000_000) ms")
+        if respawnDelayNs == 10_000_000_000 {
+            // Workers keep dying young: a crash loop. Let systemd's watchdog policy act now.
+            logger.error("Workers are crash-looping")
+            reporter.triggerWatchdog()
+        }
     }
 
     /// A fatal runtime failure: kill the pool and exit with a failure status.
     private func fail() {
         exitCode = .failure
-        reporter.failed(status: "workers cannot boot", errno: 0)
+        reporter.failed(status: "workers cannot boot", errno: ECHILD)
         state = .stopping(deadline: 0, killed: true)
         signalWorkers(SIGKILL) { _ in true }
     }
@@ -421,19 +453,6 @@ final class Supervisor {
     }
 
     // MARK: - helpers
-
-    private static func bindAll(_ configuration: ServerConfiguration) throws(SystemCallError) -> [Listener] {
-        var bound: [Listener] = []
-        for address in configuration.listen {
-            do {
-                bound.append(try Listener.bind(address, backlog: Int32(configuration.backlog), unixMode: mode_t(configuration.unixMode)))
-            } catch {
-                for listener in bound { listener.close() }
-                throw error
-            }
-        }
-        return bound
-    }
 
     /// Per-listener socket settings every worker inherits: timeouts, and non-blocking mode when
     /// workers wait in epoll over several listeners.

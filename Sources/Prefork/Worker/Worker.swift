@@ -75,6 +75,7 @@ struct Worker<Handler: ConnectionHandler> {
             } catch .stopRequested {
                 break
             } catch .resourcesExhausted(let error) {
+                // Out of fds or memory: the connection stays queued; try again after a pause.
                 backoff.wait(logging: error, to: context.logger)
                 continue
             } catch .listenerClosed {
@@ -103,22 +104,25 @@ struct Worker<Handler: ConnectionHandler> {
         }
         slot.enter(.handling)
         slot.countConnection()
-        context.logger.debug("Size of data transferred is \(count)")
+        context.logger.debug("Size of data transferred is \(count)", metadata: ["initial.bytes": "\(count)", "listener": "\(listener.name)"])
         let connection = Connection(fileDescriptor: fd, listener: listener)
         do {
             try handler.handle(connection, initialData: UnsafeRawBufferPointer(rebasing: buffer[..<count]), context: context)
         } catch {
-            context.logger.warning("Connection from \(connection.peer) failed: \(error)")
+            let peer = connection.peer
+            context.logger.warning("Connection from \(peer) failed: \(error)", metadata: ["peer": "\(peer)", "listener": "\(listener.name)"])
         }
     }
 
     private func logInitialReadFailure(_ error: AcceptError, fd: Int32) {
+        let level: Logger.Level
         switch error {
-        case .peerClosedBeforeSending, .stopRequested:
-            context.logger.debug("Connection from \(SocketAddress.peer(of: fd)) closed: \(error)")
-        default:
-            context.logger.info("Connection from \(SocketAddress.peer(of: fd)) closed: \(error)")
+        case .peerClosedBeforeSending, .stopRequested: level = .debug
+        default: level = .info
         }
+        guard context.logger.logLevel <= level else { return }
+        let peer = SocketAddress.peer(of: fd)
+        context.logger.log(level: level, "Connection from \(peer) closed: \(error)", metadata: ["peer": "\(peer)"])
     }
 
     /// Tells the supervisor this worker is about to park in accept (its slot index, 4 bytes).

@@ -7,6 +7,9 @@ final class NotifyReceiver {
     struct Datagram: CustomStringConvertible {
         let pid: Int32
         let text: String
+        /// Identities (device, inode) of the file descriptors passed along (SCM_RIGHTS); the fds
+        /// themselves are closed on receipt.
+        var passed: [(device: UInt64, inode: UInt64)] = []
         var description: String { "[\(pid)] \(text.replacingOccurrences(of: "\n", with: " | "))" }
         /// The assignments, one per line.
         var assignments: [String] { text.split(separator: "\n").map(String.init) }
@@ -57,15 +60,28 @@ final class NotifyReceiver {
                     let n = recvmsg(fd, &message, Int32(MSG_DONTWAIT))
                     guard n >= 0 else { return nil }
                     var pid: Int32 = -1
-                    // struct cmsghdr { size_t len; int level; int type; } then struct ucred { pid, uid, gid }.
-                    if message.msg_controllen >= 28 {
-                        let level = control.load(fromByteOffset: 8, as: Int32.self)
-                        let type = control.load(fromByteOffset: 12, as: Int32.self)
-                        if level == SOL_SOCKET && type == 2 /* SCM_CREDENTIALS */ {
-                            pid = control.load(fromByteOffset: 16, as: Int32.self)
+                    var passed: [(device: UInt64, inode: UInt64)] = []
+                    // Each struct cmsghdr is { size_t len; int level; int type; } + data, 8-byte aligned.
+                    var offset = 0
+                    while offset + 16 <= message.msg_controllen {
+                        let length = control.load(fromByteOffset: offset, as: Int.self)
+                        guard length >= 16 else { break }
+                        let level = control.load(fromByteOffset: offset + 8, as: Int32.self)
+                        let type = control.load(fromByteOffset: offset + 12, as: Int32.self)
+                        if level == SOL_SOCKET && type == 2 /* SCM_CREDENTIALS: ucred { pid, uid, gid } */ {
+                            pid = control.load(fromByteOffset: offset + 16, as: Int32.self)
+                        } else if level == SOL_SOCKET && type == 1 /* SCM_RIGHTS */ {
+                            for index in 0..<((length - 16) / 4) {
+                                let passedFD = control.load(fromByteOffset: offset + 16 + 4 * index, as: Int32.self)
+                                var info = stat()
+                                fstat(passedFD, &info)
+                                passed.append((UInt64(info.st_dev), UInt64(info.st_ino)))
+                                Glibc.close(passedFD)
+                            }
                         }
+                        offset += (length + 7) & ~7
                     }
-                    return Datagram(pid: pid, text: String(decoding: data.prefix(n), as: UTF8.self))
+                    return Datagram(pid: pid, text: String(decoding: data.prefix(n), as: UTF8.self), passed: passed)
                 }
             }
         }

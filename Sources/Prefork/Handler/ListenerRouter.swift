@@ -1,0 +1,26 @@
+/// A handler that hands each connection to the handler chosen for its listener, by the
+/// listener's name (systemd's `FileDescriptorName=`, or the configured address), falling back
+/// to a default. Lets one pool serve, say, a public and an admin socket differently.
+public struct ListenerRouter: ConnectionHandler {
+    private var fallback: any ConnectionHandler
+    private var routes: [String: any ConnectionHandler]
+
+    /// Routes connections on the listeners named in `routes`; every other one goes to `fallback`.
+    public init(fallback: any ConnectionHandler, routes: [String: any ConnectionHandler]) {
+        self.fallback = fallback
+        self.routes = routes
+    }
+
+    public mutating func prepare(_ context: WorkerContext) throws {
+        try fallback.prepare(context)
+        for name in routes.keys { try routes[name]!.prepare(context) }
+    }
+
+    public mutating func handle(_ connection: Connection, initialData: UnsafeRawBufferPointer, context: WorkerContext) throws {
+        if routes[connection.listener.name] != nil {
+            try routes[connection.listener.name]!.handle(connection, initialData: initialData, context: context)
+        } else {
+            try fallback.handle(connection, initialData: initialData, context: context)
+        }
+    }
+}
