@@ -26,8 +26,12 @@ public enum ConfigFile {
             throw ConfigurationError(source: source, key: "(syntax)", value: "?", reason: "\(error)")
         }
         var reader = Reader(source: source)
-        for (key, value) in table {
+        // Top-level keys first: a [listeners.NAME] table starts from the file's own defaults.
+        for (key, value) in table where key != "listeners" {
             try reader.applyTop(key, value, to: &settings)
+        }
+        if let listeners = table["listeners"] {
+            try reader.applyListeners(listeners, to: &settings)
         }
     }
 
@@ -136,6 +140,7 @@ public enum ConfigFile {
                 let text = try string(key, value)
                 guard let mode = UInt32(text, radix: 8), mode <= 0o777 else { throw fail(key, value, "expected an octal mode such as \"0660\"") }
                 settings.server.unixMode = mode
+            case "fd-store": settings.server.fileDescriptorStore = try boolean(key, value)
             case "handler": settings.handler = try choice(key, value, Settings.HandlerName.self)
             case "log-level": settings.logLevel = try choice(key, value, Logger.Level.self)
             case "log-format": settings.logFormat = try choice(key, value, Settings.LogFormat.self)
@@ -146,6 +151,33 @@ public enum ConfigFile {
                 }
             default:
                 throw fail(key, value, "unknown key")
+            }
+        }
+
+        func applyListeners(_ value: any TOMLValueConvertible, to settings: inout Settings) throws(ConfigurationError) {
+            guard value.type == .table, let table = value.table else { throw fail("listeners", value, "expected tables [listeners.NAME]") }
+            for (name, entry) in table {
+                let prefix = "listeners.\(name)"
+                guard entry.type == .table, let entryTable = entry.table else { throw fail(prefix, entry, "expected a table [\(prefix)]") }
+                var listener = settings.listeners[name] ?? Settings.ListenerSettings(handler: settings.handler, echo: settings.echo)
+                for (key, item) in entryTable {
+                    switch key {
+                    case "handler":
+                        listener.handler = try choice(prefix + ".handler", item, Settings.HandlerName.self)
+                    case "echo":
+                        guard item.type == .table, let echoTable = item.table else { throw fail(prefix + ".echo", item, "expected a table [\(prefix).echo]") }
+                        for (echoKey, echoValue) in echoTable {
+                            do {
+                                try applyEcho("echo." + echoKey, echoValue, to: &listener.echo)
+                            } catch {
+                                throw ConfigurationError(source: source, key: prefix + "." + error.key, value: error.value, reason: error.reason)
+                            }
+                        }
+                    default:
+                        throw fail(prefix + "." + key, item, "unknown key")
+                    }
+                }
+                settings.listeners[name] = listener
             }
         }
 

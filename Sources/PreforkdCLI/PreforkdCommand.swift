@@ -53,6 +53,9 @@ public struct PreforkdCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Octal permissions of unix socket files (default 0660).", valueName: "mode"))
     var unixMode: String?
 
+    @Flag(name: .long, inversion: .prefixedNo, help: "Hand self-bound listeners to systemd's fd store so a restart keeps them (default: on when $FDSTORE is set).")
+    var fdStore: Bool?
+
     @Option(name: .long, help: ArgumentHelp("trace | debug | info | notice | warning | error | critical (default info).", valueName: "level"))
     var logLevel: String?
 
@@ -147,6 +150,7 @@ public struct PreforkdCommand: ParsableCommand {
         try check("--echo-max-message-bytes", echoMaxMessageBytes) { settings.echo.maxMessageBytes = $0 }
         try check("--echo-message-timeout", echoMessageTimeout) { settings.echo.messageTimeout = $0 }
         if let echoKeepAlive { settings.echo.keepAlive = echoKeepAlive }
+        if let fdStore { settings.server.fileDescriptorStore = fdStore }
         if let unixMode {
             guard let mode = UInt32(unixMode, radix: 8), mode <= 0o777 else {
                 throw ConfigurationError(key: "--unix-mode", value: unixMode, reason: "expected an octal mode such as 0660")

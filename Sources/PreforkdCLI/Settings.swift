@@ -27,6 +27,17 @@ public struct Settings: Equatable, Sendable {
     public var logLevel = Logger.Level.info
     /// `log-format`.
     public var logFormat = LogFormat.auto
+    /// `[listeners.NAME]`: a handler and its options for the listener called NAME (systemd's
+    /// `FileDescriptorName=`, or the address as written in `listen`).
+    public var listeners: [String: ListenerSettings] = [:]
+
+    /// What one named listener does differently.
+    public struct ListenerSettings: Equatable, Sendable {
+        /// `handler`.
+        public var handler: HandlerName
+        /// `[listeners.NAME.echo]`.
+        public var echo: EchoHandler.Configuration
+    }
 
     /// The defaults.
     public init() {}
@@ -35,12 +46,26 @@ public struct Settings: Equatable, Sendable {
     public func validate() throws(ConfigurationError) {
         try server.validate()
         try echo.validate()
+        for (name, listener) in listeners {
+            do {
+                try listener.echo.validate()
+            } catch {
+                throw ConfigurationError(key: "listeners.\(name).\(error.key)", value: error.value, reason: error.reason)
+            }
+        }
     }
 
     /// The engine setup these settings describe.
     public func makeSetup() -> ServerSetup {
-        switch handler {
-        case .echo: ServerSetup(configuration: server, handler: EchoHandler(configuration: echo))
+        let fallback = Self.makeHandler(handler, echo: echo)
+        guard !listeners.isEmpty else { return ServerSetup(configuration: server, handler: fallback) }
+        let routes = listeners.mapValues { Self.makeHandler($0.handler, echo: $0.echo) }
+        return ServerSetup(configuration: server, handler: ListenerRouter(fallback: fallback, routes: routes))
+    }
+
+    private static func makeHandler(_ name: HandlerName, echo: EchoHandler.Configuration) -> any ConnectionHandler {
+        switch name {
+        case .echo: EchoHandler(configuration: echo)
         }
     }
 
@@ -57,6 +82,7 @@ public struct Settings: Equatable, Sendable {
         lines.append("graceful-timeout = \(server.gracefulTimeout)")
         lines.append("backlog = \(server.backlog)")
         lines.append("unix-mode = \(quoted("0" + String(server.unixMode, radix: 8)))")
+        lines.append("fd-store = \(server.fileDescriptorStore)")
         lines.append("log-level = \(quoted(logLevel.rawValue))")
         lines.append("log-format = \(quoted(logFormat.rawValue))")
         lines.append("")
@@ -65,6 +91,18 @@ public struct Settings: Equatable, Sendable {
         lines.append("idle-timeout = \(echo.idleTimeout)")
         lines.append("max-message-bytes = \(echo.maxMessageBytes)")
         lines.append("message-timeout = \(echo.messageTimeout)")
+        for name in listeners.keys.sorted() {
+            let listener = listeners[name]!
+            lines.append("")
+            lines.append("[listeners.\(quoted(name))]")
+            lines.append("handler = \(quoted(listener.handler.rawValue))")
+            lines.append("")
+            lines.append("[listeners.\(quoted(name)).echo]")
+            lines.append("keep-alive = \(listener.echo.keepAlive)")
+            lines.append("idle-timeout = \(listener.echo.idleTimeout)")
+            lines.append("max-message-bytes = \(listener.echo.maxMessageBytes)")
+            lines.append("message-timeout = \(listener.echo.messageTimeout)")
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 }

@@ -28,6 +28,15 @@ import Testing
 
     /// Runs `body` with a journald listening; starts (and afterwards stops and cleans up) one if needed.
     func withJournald(_ body: () throws -> Void) throws {
+        // The integration tests may start or stop a standalone journald in this same process:
+        // one user at a time, by an advisory lock on a shared path.
+        let lock = open("/run/preforkd-tests-journald.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+        defer { close(lock) }
+        let lockDeadline = Deadline(seconds: 60)
+        while flock(lock, LOCK_EX | LOCK_NB) != 0 {
+            try #require(!lockDeadline.hasPassed, "the journald test lock stayed taken for 60 s")
+            sleepMilliseconds(10)
+        }
         if Self.journaldListens() {
             try body()
             return

@@ -1,0 +1,157 @@
+import Foundation
+import Glibc
+import Testing
+
+/// preforkd with the real systemd pieces that run outside PID 1: sd_notify to a real socket,
+/// socket activation through systemd-socket-activate, journald.
+@Suite struct SystemdIntegrationTests {
+    /// A loopback port free right now (bound, read back, released).
+    static func freePort() -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return UInt16(bigEndian: address.sin_port)
+    }
+
+    @Test func notificationsComeFromTheSupervisorInOrder() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "2"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        daemon.signal(SIGTERM)
+        #expect(try daemon.waitForExit() == 0)
+        daemon.notify.poll(seconds: 0.2)
+        let received = daemon.notify.received
+        #expect(received.allSatisfy { $0.pid == daemon.pid }, "only the supervisor notifies: \(received)")
+        let order = received.flatMap(\.assignments).compactMap { line -> String? in
+            ["READY=1", "STOPPING=1"].contains(line) ? line : nil
+        }
+        #expect(order == ["READY=1", "STOPPING=1"])
+        #expect(received.contains { $0.assignments.contains { $0.hasPrefix("EXTEND_TIMEOUT_USEC=") } })
+    }
+
+    @Test func watchdogIsPingedAtReadyAndEveryHalfInterval() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1"], environment: ["WATCHDOG_USEC": "400000"])
+        defer { daemon.stop() }
+        let ready = try daemon.waitForReady()
+        #expect(ready.contains { $0.pid == daemon.pid && $0.assignments.contains("READY=1") && $0.assignments.contains("WATCHDOG=1") })
+        try waitUntil("four watchdog pings", seconds: 10) {
+            daemon.notify.poll(seconds: 0.05)
+            return daemon.notify.count(of: "WATCHDOG=1", from: daemon.pid) >= 4
+        }
+    }
+
+    @Test func watchdogForAnotherProcessIsIgnored() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1"], environment: ["WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        daemon.notify.poll(seconds: 0.5)
+        #expect(daemon.notify.count(of: "WATCHDOG=1", from: daemon.pid) == 0)
+    }
+
+    @Test func socketActivationWithNamedSocketsAndPerListenerSettings() throws {
+        let web = Self.freePort()
+        let admin = Self.freePort()
+        let config = NSTemporaryDirectory() + "preforkd-activation-\(UInt32.random(in: 0...UInt32.max)).toml"
+        try """
+            listen = "127.0.0.1:1"   # not bound: activated sockets take precedence
+            workers = 2
+            [listeners.admin.echo]
+            keep-alive = true
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        defer { unlink(config) }
+        let daemon = try Daemon(
+            ["-l", "127.0.0.1:\(web)", "--fdname=web", "-l", "127.0.0.1:\(admin)", "--fdname=admin", "-E", "NOTIFY_SOCKET",
+             Binaries.preforkd, "--config", config],
+            binary: "/usr/bin/systemd-socket-activate")
+        defer { daemon.stop() }
+        // Without --accept, systemd-socket-activate execs preforkd on the first connection.
+        try waitUntil("systemd-socket-activate to listen") { daemon.log.contains("Listening on") }
+        #expect(try Client.exchange(port: web, "first<EOF>") == "first<EOF>")
+        try daemon.waitForReady()
+        try daemon.waitForLog("Listening on 127.0.0.1:\(web) listener=web origin=activated")
+        try daemon.waitForLog("Listening on 127.0.0.1:\(admin) listener=admin origin=activated")
+        #expect(!daemon.log.contains("127.0.0.1:1 "), "the configured address is not bound")
+        // admin keeps the connection open for a second message; web closes after one.
+        let client = try Client(port: admin)
+        defer { client.close() }
+        for index in 0..<3 {
+            try client.send("admin \(index)<EOF>")
+            #expect(try client.read(count: "admin \(index)<EOF>".utf8.count) == "admin \(index)<EOF>")
+        }
+        #expect(try Client.exchange(port: web, "web<EOF>") == "web<EOF>")
+    }
+
+    @Test func activatedUnixSocketIsNeverUnlinked() throws {
+        let path = NSTemporaryDirectory() + "preforkd-act-\(UInt32.random(in: 0...UInt32.max)).sock"
+        defer { unlink(path) }
+        let daemon = try Daemon(
+            ["-l", path, "--fdname=local", "-E", "NOTIFY_SOCKET", Binaries.preforkd, "--workers", "1"],
+            binary: "/usr/bin/systemd-socket-activate")
+        defer { daemon.stop() }
+        try waitUntil("the socket file") { access(path, F_OK) == 0 }
+        let client = try Client(unixPath: path)
+        try client.send("unix<EOF>")
+        #expect(try client.readToEnd() == "unix<EOF>")
+        client.close()
+        try daemon.waitForReady()
+        daemon.signal(SIGTERM)
+        #expect(try daemon.waitForExit() == 0)
+        #expect(access(path, F_OK) == 0, "systemd owns the activated socket's file")
+    }
+
+    @Test func selfBoundListenersAreOfferedToTheFdStoreWhenAsked() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1", "--fd-store"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let stored = daemon.notify.received.first {
+            $0.pid == daemon.pid && $0.assignments.contains("FDSTORE=1") && $0.assignments.contains("FDNAME=stored:127.0.0.1:0")
+        }
+        #expect(stored?.passed.count == 1, "the listening socket itself is passed along")
+        // Without --fd-store (and no $FDSTORE) nothing is offered.
+        let plain = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1"])
+        defer { plain.stop() }
+        try plain.waitForReady()
+        #expect(!plain.notify.received.contains { $0.assignments.contains("FDSTORE=1") })
+    }
+
+    @Test func journaldEntriesCarryStructuredFields() throws {
+        try Journald.with {
+            let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1", "--log-format", "journal", "--log-level", "debug"])
+            defer { daemon.stop() }
+            try daemon.waitForReady()
+            let port = try daemon.portFromStatus()
+            #expect(try Client.exchange(port: port, "journal<EOF>") == "journal<EOF>")
+            let worker = daemon.workerPIDs().first ?? -1
+            var entries: [[String: Any]] = []
+            try waitUntil("the worker's entry in the journal", seconds: 10) {
+                entries = try Journald.entries(["SYSLOG_IDENTIFIER=preforkd", "_PID=\(worker)"])
+                return entries.contains { ($0["MESSAGE"] as? String)?.hasPrefix("Size of data transferred is") == true }
+            }
+            let entry = entries.first { ($0["MESSAGE"] as? String)?.hasPrefix("Size of data transferred is") == true }!
+            #expect(entry["PRIORITY"] as? String == "7")
+            #expect(entry["WORKER_PID"] as? String == "\(worker)")
+            #expect(entry["WORKER_GENERATION"] as? String == "1")
+            #expect(entry["INITIAL_BYTES"] as? String == "12")
+            #expect(entry["LISTENER"] as? String == "127.0.0.1:0")
+            #expect(entry["ROLE"] as? String == "worker 1")
+            #expect((entry["CODE_FILE"] as? String)?.hasSuffix("Worker.swift") == true)
+            let supervisor = try Journald.entries(["SYSLOG_IDENTIFIER=preforkd", "_PID=\(daemon.pid)"])
+            #expect(supervisor.contains { ($0["MESSAGE"] as? String)?.hasPrefix("Listening on 127.0.0.1:\(port)") == true && $0["ORIGIN"] as? String == "bound" })
+        }
+    }
+}
+
+extension Daemon {
+    /// The port from the READY status line ("listening on 127.0.0.1:PORT"), for when stderr is
+    /// not text.
+    func portFromStatus() throws -> UInt16 {
+        let status = notify.received.first { $0.text.contains("listening on 127.0.0.1:") }?.text ?? ""
+        guard let range = status.range(of: "listening on 127.0.0.1:") else { throw Timeout(what: "a status line with the address") }
+        return UInt16(status[range.upperBound...].prefix { $0.isNumber }) ?? 0
+    }
+}
