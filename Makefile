@@ -21,9 +21,13 @@ release: deps
 run: build
 	$(SWIFT) run $(BUILD_FLAGS) preforkd --listen $(ADDRESS) --handler echo
 
+# Unit and integration tests (Swift Testing), then the unit files: static checks, and a real
+# systemd as PID 1 in a container running them with the binary just built.
 test: deps
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	$(SWIFT) test --skip-build $(BUILD_FLAGS)
+	Tests/e2e/check-units.sh $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))/preforkd
+	Tests/e2e/nspawn-e2e.sh $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))
 
 bench: deps
 	$(MAKE) -C Benchmarks bench
