@@ -1,4 +1,5 @@
 import CPreforkShims
+import Glibc
 import Logging
 import Prefork
 
@@ -55,8 +56,12 @@ public struct EchoHandler: ConnectionHandler {
     }
 
     public mutating func prepare(_ context: WorkerContext) throws {
-        // Only the pages a message touches become resident.
-        buffer = .allocate(byteCount: configuration.maxMessageBytes, alignment: 16)
+        // Only the pages a message touches become resident. malloc, not allocate(): running out
+        // of memory here is a boot failure to report, not a crash.
+        guard let memory = malloc(configuration.maxMessageBytes) else {
+            throw EchoHandlerError.cannotAllocate(bytes: configuration.maxMessageBytes)
+        }
+        buffer = UnsafeMutableRawBufferPointer(start: memory, count: configuration.maxMessageBytes)
     }
 
     public mutating func handle(_ connection: Connection, initialData: UnsafeRawBufferPointer, context: WorkerContext) throws {
@@ -163,5 +168,17 @@ public struct EchoHandler: ConnectionHandler {
         let count = min(bytes.count, buffer.count - offset)
         if count > 0 { (buffer.baseAddress! + offset).copyMemory(from: bytes.baseAddress!, byteCount: count) }
         return offset + count
+    }
+}
+
+/// Why the echo handler could not start in a worker.
+public enum EchoHandlerError: Error, CustomStringConvertible {
+    /// The message buffer (`max-message-bytes`) could not be allocated.
+    case cannotAllocate(bytes: Int)
+
+    public var description: String {
+        switch self {
+        case .cannotAllocate(let bytes): "cannot allocate the \(bytes)-byte message buffer (max-message-bytes)"
+        }
     }
 }

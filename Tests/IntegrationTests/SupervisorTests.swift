@@ -137,3 +137,88 @@ func busyWorkers(_ daemon: Daemon) throws -> Int {
     let before = text[..<range.lowerBound].split(separator: " ").last ?? ""
     return Int(before) ?? -1
 }
+
+/// Workers that cannot start: at boot the daemon gives up with a clear error; on reload the
+/// old generation keeps serving.
+@Suite struct BootFailureTests {
+    /// Under a 900 MB address-space limit a worker cannot allocate a 1 GiB message buffer, so
+    /// the echo handler's `prepare` fails in every worker: a real boot failure.
+    static let limit = "--as=900000000"
+    static let hugeBuffer = "1073741824"
+
+    @Test func workersThatCannotBootStopTheDaemonWithAFailureStatus() throws {
+        let daemon = try Daemon([Self.limit, Binaries.preforkd, "--listen", "127.0.0.1:0", "--workers", "2",
+                                 "--echo-max-message-bytes", Self.hugeBuffer], binary: "/usr/bin/prlimit")
+        defer { daemon.stop() }
+        #expect(try daemon.waitForExit(seconds: 30) == 1)
+        #expect(daemon.log.contains("handler failed to start: cannot allocate the 1073741824-byte message buffer"))
+        #expect(daemon.log.contains("Workers cannot boot: 5 consecutive failures; giving up"))
+        daemon.notify.poll(seconds: 0.2)
+        let failure = daemon.notify.received.first { $0.assignments.contains { $0.hasPrefix("ERRNO=") } }
+        #expect(failure?.text.contains("STATUS=Failed: workers cannot boot") == true)
+        #expect(!daemon.notify.received.contains { $0.assignments.contains("READY=1") })
+    }
+
+    @Test func aReloadWhoseWorkersCannotBootIsRolledBack() throws {
+        let directory = NSTemporaryDirectory() + "preforkd-rollback-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let config = directory + "/preforkd.toml"
+        try "listen = \"127.0.0.1:0\"\nworkers = 2\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let daemon = try Daemon([Self.limit, Binaries.preforkd, "--config", config], binary: "/usr/bin/prlimit")
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let serving = daemon.workerPIDs()
+        try "listen = \"127.0.0.1:0\"\nworkers = 2\n[echo]\nmax-message-bytes = \(Self.hugeBuffer)\n"
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        try daemon.waitForLog("Reload abandoned", seconds: 30)
+        // systemd hears READY=1 again (it waits for it after RELOADING=1), and the old workers serve on.
+        try waitUntil("READY=1 after the rollback") {
+            daemon.notify.poll(seconds: 0.05)
+            return daemon.notify.count(of: "READY=1", from: daemon.pid) == 2
+        }
+        #expect(daemon.notify.received.last { $0.assignments.contains("READY=1") }?.text.contains("Reload failed") == true)
+        #expect(try Client.exchange(port: port, "still here<EOF>") == "still here<EOF>")
+        try waitUntil("only the old generation") { Set(daemon.workerPIDs()) == Set(serving) }
+        // A good config afterwards reloads normally.
+        try "listen = \"127.0.0.1:0\"\nworkers = 1\n".write(toFile: config, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        try waitUntil("READY=1 after the good reload") {
+            daemon.notify.poll(seconds: 0.05)
+            return daemon.notify.count(of: "READY=1", from: daemon.pid) == 3
+        }
+        try waitUntil("one new worker") { daemon.workerPIDs().count == 1 && !serving.contains(daemon.workerPIDs()[0]) }
+    }
+
+    @Test func aReloadMovesListenersWithoutRefusingConnections() throws {
+        let directory = NSTemporaryDirectory() + "preforkd-move-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let config = directory + "/preforkd.toml"
+        let first = SystemdIntegrationTests.freePort()
+        let second = SystemdIntegrationTests.freePort()
+        try "listen = \"127.0.0.1:\(first)\"\nworkers = 2\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let daemon = try Daemon(["--config", config])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        try "listen = [\"127.0.0.1:\(first)\", \"127.0.0.1:\(second)\"]\nworkers = 2\n".write(toFile: config, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        try waitUntil("READY=1 after adding a listener") {
+            daemon.notify.poll(seconds: 0.05)
+            return daemon.notify.count(of: "READY=1", from: daemon.pid) == 2
+        }
+        #expect(try Client.exchange(port: first, "first<EOF>") == "first<EOF>")
+        #expect(try Client.exchange(port: second, "second<EOF>") == "second<EOF>")
+        try "listen = \"127.0.0.1:\(second)\"\nworkers = 2\n".write(toFile: config, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        try waitUntil("READY=1 after dropping a listener") {
+            daemon.notify.poll(seconds: 0.05)
+            return daemon.notify.count(of: "READY=1", from: daemon.pid) == 3
+        }
+        try daemon.waitForLog("No longer listening on 127.0.0.1:\(first)")
+        #expect(try Client.exchange(port: second, "second again<EOF>") == "second again<EOF>")
+        try waitUntil("the dropped port to close") { (try? Client(port: first)) == nil }
+    }
+}

@@ -21,6 +21,18 @@ final class Supervisor {
         var number: Int { slot + 1 }
     }
 
+    /// What a reload replaced, kept until its new generation accepts.
+    private struct PendingReload {
+        let setup: ServerSetup
+        let generation: Int
+        let targetWorkers: Int
+        let listeners: [Listener]
+        /// Listeners the new configuration dropped: closed once the new generation accepts.
+        let removed: [Listener]
+        /// Listeners the new configuration added: closed if the reload is rolled back.
+        let added: [Listener]
+    }
+
     private enum State: Equatable {
         case running
         case stopping(deadline: UInt64, killed: Bool)
@@ -41,7 +53,16 @@ final class Supervisor {
     private let pid = getpid()
     private var reporter: ServiceReporter
 
+    /// The generation new workers join; earlier (or abandoned) ones drain.
     private var generation = 1
+    /// The highest generation number given out (a rolled-back reload's number is not reused).
+    private var lastGeneration = 1
+    /// A reload whose generation is still booting: what to restore if it cannot.
+    private var pendingReload: PendingReload?
+    /// A SIGHUP that came while a reload was still booting: done once that one is ready.
+    private var reloadRequested = false
+    /// For the STATUS= rate: connections and time at the previous status line.
+    private var rateSample: (connections: UInt64, at: UInt64) = (0, 0)
     /// Listening fds systemd holds a copy of (FDSTORE=1).
     private var storedInManager: Set<Int32> = []
     private var targetWorkers: Int
@@ -223,41 +244,64 @@ final class Supervisor {
     // MARK: - reload
 
     /// SIGHUP: load the setup again; start a new generation with it; retire the old one once
-    /// the new one accepts. An invalid setup is logged and the running generation kept.
+    /// the new one accepts. An invalid setup is logged and the running generation kept; so is a
+    /// valid one whose workers cannot boot (the reload is rolled back).
     private func reload() {
         guard case .running = state else { return }
+        if pendingReload != nil {
+            logger.info("SIGHUP: generation \(generation) is still starting; reloading again once it accepts")
+            reloadRequested = true
+            return
+        }
         let next: ServerSetup
+        var newListeners: [Listener] = []
         do {
             next = try loader()
             try next.configuration.validate()
-        } catch {
-            logger.error("SIGHUP: reload rejected, keeping generation \(generation): \(error)")
-            return
-        }
-        var newListeners: [Listener]
-        do {
             newListeners = try reconcileListeners(next.configuration)
             try Self.prepare(newListeners, next.configuration)
         } catch {
+            for listener in newListeners where !listeners.contains(where: { $0.fileDescriptor == listener.fileDescriptor }) {
+                listener.close(unlinkingSocketFile: true)
+            }
             logger.error("SIGHUP: reload rejected, keeping generation \(generation): \(error)")
             return
         }
         reporter.reloading()
+        let added = newListeners.filter { new in !listeners.contains { $0.fileDescriptor == new.fileDescriptor } }
         let removed = listeners.filter { old in !newListeners.contains { $0.fileDescriptor == old.fileDescriptor } }
-        for listener in removed {
-            logger.info("No longer listening on \(listener.address)")
-            release(listener)
-        }
-        for listener in newListeners where !listeners.contains(where: { $0.fileDescriptor == listener.fileDescriptor }) {
-            announce(listener)
-        }
+        pendingReload = PendingReload(setup: setup, generation: generation, targetWorkers: targetWorkers,
+                                      listeners: listeners, removed: removed, added: added)
+        for listener in added { announce(listener) }
         listeners = newListeners
         setup = next
-        generation += 1
+        lastGeneration += 1
+        generation = lastGeneration
         targetWorkers = next.configuration.workers
         nextSpawnAt = 0
+        respawnDelayNs = 0
         consecutiveBootFailures = 0
         logger.info("SIGHUP: reloading; starting generation \(generation) with \(targetWorkers) workers")
+    }
+
+    /// The new generation of a reload cannot boot: stop it, and go back to the one that serves.
+    private func rollBackReload(_ pending: PendingReload, reason: String) {
+        logger.error("Reload abandoned: generation \(generation) \(reason); generation \(pending.generation) keeps serving")
+        let abandoned = generation
+        retire { $0.generation == abandoned }
+        for listener in pending.added { release(listener) }
+        // The old generation's listeners are all still open: the dropped ones were not closed yet.
+        listeners = pending.listeners
+        setup = pending.setup
+        generation = pending.generation
+        targetWorkers = pending.targetWorkers
+        pendingReload = nil
+        reloadRequested = false
+        consecutiveBootFailures = 0
+        respawnDelayNs = 0
+        nextSpawnAt = 0
+        // systemd waits for READY=1 after RELOADING=1: the service is ready, with the old setup.
+        reporter.ready(status: "Reload failed (\(reason)); " + statusLine())
     }
 
     /// The listeners the new configuration wants: kept where the address is unchanged, bound where
@@ -326,6 +370,10 @@ final class Supervisor {
         ProcessRole.current = .worker(slot + 1)
         signals.releaseInChild()
         close(bootPipe.read)
+        // Listeners a pending reload dropped stay open in the supervisor until the old generation
+        // is retired; this worker must not keep them alive (they would queue connections nobody
+        // accepts once the old generation is gone).
+        for listener in pendingReload?.removed ?? [] { close(listener.fileDescriptor) }
         // A worker must not outlive its supervisor, even one killed with SIGKILL.
         _ = pf_set_parent_death_signal(SIGTERM)
         if getppid() != pid { _exit(WorkerExitStatus.stopped.rawValue) }
@@ -374,7 +422,7 @@ final class Supervisor {
         let metadata: Logger.Metadata = ["worker.pid": "\(record.pid)", "worker.generation": "\(record.generation)"]
         if record.retiring {
             logger.debug("Worker \(record.number) exited (\(how))", metadata: metadata)
-            if record.generation < generation, !workers.values.contains(where: { $0.generation == record.generation }) {
+            if record.generation != generation, !workers.values.contains(where: { $0.generation == record.generation }) {
                 logger.info("Generation \(record.generation) drained")
             }
             return
@@ -385,6 +433,11 @@ final class Supervisor {
         if !record.booted || (exitedNormally && exitStatus == WorkerExitStatus.bootFailure.rawValue) {
             consecutiveBootFailures += 1
             logger.error("Worker \(record.number) failed to boot (\(how)); \(consecutiveBootFailures) in a row", metadata: metadata)
+            if consecutiveBootFailures >= Self.maximumBootFailures, let pending = pendingReload,
+               workers.values.contains(where: { $0.generation == pending.generation }) {
+                rollBackReload(pending, reason: "failed to boot \(consecutiveBootFailures) times in a row")
+                return
+            }
             if consecutiveBootFailures >= Self.maximumBootFailures {
                 logger.critical("Workers cannot boot: \(consecutiveBootFailures) consecutive failures; giving up")
                 fail()
@@ -430,26 +483,47 @@ final class Supervisor {
         guard announcedGeneration < generation else { return }
         let current = workers.values.filter { $0.generation == generation && !$0.retiring }
         guard current.count >= targetWorkers, current.allSatisfy(\.booted) else { return }
-        let old = workers.values.filter { $0.generation < generation && !$0.retiring }.count
+        let old = workers.values.filter { $0.generation != generation && !$0.retiring }.count
         if old > 0 {
             logger.info("Generation \(generation) accepting; retiring \(old) workers of the previous one")
-            retire { $0.generation < self.generation }
+            retire { $0.generation != self.generation }
+        }
+        if let pending = pendingReload {
+            // Workers of the old generation still hold their copies; new ones never see these.
+            for listener in pending.removed {
+                logger.info("No longer listening on \(listener.address)")
+                release(listener)
+            }
+            pendingReload = nil
         }
         announcedGeneration = generation
         logger.info("Ready: \(current.count) workers accepting", metadata: ["generation": "\(generation)"])
         reporter.ready(status: statusLine())
+        if reloadRequested {
+            reloadRequested = false
+            reload()
+        }
     }
 
     private var totalConnections: UInt64 {
         retiredConnections + scoreboard.summary(of: workers.values.map(\.slot)).connections
     }
 
-    /// A human-readable one-line status (systemd's STATUS=).
+    /// A human-readable one-line status (systemd's STATUS=), e.g. "4 idle, 0 busy, 0 starting;
+    /// 1200 connections, 35/s; listening on 127.0.0.1:11000". The rate is over the time since the
+    /// previous status line (about a second).
     private func statusLine() -> String {
         let summary = scoreboard.summary(of: workers.values.map(\.slot))
         let served = retiredConnections + summary.connections
+        let now = Monotonic.now()
+        var rate: UInt64 = 0
+        if rateSample.at > 0, now > rateSample.at, served >= rateSample.connections {
+            rate = (served - rateSample.connections) * 1_000_000_000 / (now - rateSample.at)
+        }
+        rateSample = (served, now)
         let addresses = listeners.map(\.address).joined(separator: ", ")
-        return "\(summary.idle) idle, \(summary.busy) busy, \(summary.starting) starting; \(served) connections; listening on \(addresses)"
+        return "\(summary.idle) idle, \(summary.busy) busy, \(summary.starting) starting; "
+            + "\(served) connections, \(rate)/s; listening on \(addresses)"
     }
 
     // MARK: - helpers
