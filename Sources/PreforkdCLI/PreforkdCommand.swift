@@ -100,8 +100,8 @@ public struct PreforkdCommand: ParsableCommand {
         do {
             status = try server.run()
         } catch {
-            logger.critical("\(error.description)")
-            throw ExitCode(error.exitCode.rawValue)
+            // One line on stderr, as for a bad flag (journald gets it through the stream too).
+            throw fatal(error.exitCode, error.description)
         }
         if status != .success { throw ExitCode(status.rawValue) }
     }

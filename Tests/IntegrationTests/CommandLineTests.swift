@@ -48,7 +48,7 @@ import Testing
         let port = UInt16(bigEndian: address.sin_port)
         let result = try run(["--listen", "127.0.0.1:\(port)"])
         #expect(result.status == 69)
-        #expect(result.output.contains("bind 127.0.0.1:\(port): Address already in use (errno 98)"))
+        #expect(result.output == "preforkd: bind 127.0.0.1:\(port): Address already in use (errno 98)\n")
         #expect(!result.output.contains("Starting"))
     }
 
