@@ -109,7 +109,7 @@ import Testing
         defer { daemon.stop() }
         try daemon.waitForReady()
         let stored = daemon.notify.received.first {
-            $0.pid == daemon.pid && $0.assignments.contains("FDSTORE=1") && $0.assignments.contains("FDNAME=stored:127.0.0.1:0")
+            $0.pid == daemon.pid && $0.assignments.contains("FDSTORE=1") && $0.assignments.contains("FDNAME=stored-127.0.0.1_0")
         }
         #expect(stored?.passed.count == 1, "the listening socket itself is passed along")
         // Without --fd-store (and no $FDSTORE) nothing is offered.
@@ -139,7 +139,8 @@ import Testing
             #expect(entry["INITIAL_BYTES"] as? String == "12")
             #expect(entry["LISTENER"] as? String == "127.0.0.1:0")
             #expect(entry["ROLE"] as? String == "worker 1")
-            #expect((entry["CODE_FILE"] as? String)?.hasSuffix("Worker.swift") == true)
+            #expect((entry["CODE_FILE"] as? String).map { $0.contains("Prefork/") && $0.hasSuffix(".swift") } == true)
+            #expect(Int(entry["CODE_LINE"] as? String ?? "") != nil)
             let supervisor = try Journald.entries(["SYSLOG_IDENTIFIER=preforkd", "_PID=\(daemon.pid)"])
             #expect(supervisor.contains { ($0["MESSAGE"] as? String)?.hasPrefix("Listening on 127.0.0.1:\(port)") == true && $0["ORIGIN"] as? String == "bound" })
         }

@@ -35,3 +35,19 @@ import Testing
         }
     }
 }
+
+@Suite struct StoredNameTests {
+    @Test(arguments: [
+        ("127.0.0.1:11000", "stored-127.0.0.1_11000"),
+        ("[::1]:80", "stored-[__1]_80"),
+        ("*:0", "stored-*_0"),
+        ("unix:/run/preforkd.sock", "stored-unix_/run/preforkd.sock"),
+    ])
+    func storedNamesAreValidSystemdFdNames(text: String, expected: String) throws {
+        let name = ListenerAcquisition.storedName(for: try ListenAddress(parsing: text))
+        #expect(name == expected)
+        // systemd's fdname_is_valid: printable ASCII, no ':', at most 255 bytes.
+        #expect(name.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7f && $0 != UInt8(ascii: ":") })
+        #expect(name.utf8.count <= 255)
+    }
+}

@@ -6,12 +6,22 @@ import Systemd
 ///
 /// 1. sockets from a socket unit (systemd's `LISTEN_FDS`): used as they are, named by their
 ///    `FileDescriptorName=`; the configured `listen` addresses are then not bound;
-/// 2. sockets an earlier run put in systemd's file descriptor store (named `stored:ADDRESS`):
+/// 2. sockets an earlier run put in systemd's file descriptor store (named `stored-ADDRESS`):
 ///    reused for the configured addresses they match, so a restart keeps the port and its queue;
 /// 3. the remaining configured addresses, bound afresh.
 enum ListenerAcquisition {
     /// The FDNAME prefix of listening sockets preforkd hands to systemd's fd store.
-    static let storedPrefix = "stored:"
+    static let storedPrefix = "stored-"
+
+    /// The FDNAME under which the listener bound from `address` is stored: systemd refuses
+    /// names with ':' (it separates LISTEN_FDNAMES) or control characters, so those become '_'.
+    /// Only compared, never parsed back: the configured address is the key.
+    static func storedName(for address: ListenAddress) -> String {
+        let escaped = address.description.unicodeScalars.map { scalar -> Character in
+            scalar == ":" || scalar.value < 0x20 || scalar.value >= 0x7f ? "_" : Character(scalar)
+        }
+        return String((storedPrefix + String(escaped)).prefix(255))
+    }
 
     static func acquire(
         _ configuration: ServerConfiguration, inherited: [ActivatedSocket], logger: Logger
@@ -32,7 +42,7 @@ enum ListenerAcquisition {
         var unused = stored
         do throws(SystemCallError) {
             for address in configuration.listen {
-                if let index = unused.firstIndex(where: { $0.name == storedPrefix + address.description }) {
+                if let index = unused.firstIndex(where: { $0.name == storedName(for: address) }) {
                     let socket = unused.remove(at: index)
                     listeners.append(Listener(adopting: socket.fileDescriptor, name: address.description, origin: .stored, configured: address))
                 } else {

@@ -106,8 +106,8 @@ final class Supervisor {
     /// restart finds it again (kept only where the unit sets FileDescriptorStoreMax=).
     private func announce(_ listener: Listener) {
         logger.info("Listening on \(listener.address)", metadata: ["listener": "\(listener.name)", "origin": "\(listener.origin.rawValue)"])
-        if listener.origin == .bound, setup.configuration.fileDescriptorStore,
-           reporter.store(listener.fileDescriptor, name: ListenerAcquisition.storedPrefix + listener.name) {
+        if listener.origin == .bound, setup.configuration.fileDescriptorStore, let address = listener.configured,
+           reporter.store(listener.fileDescriptor, name: ListenerAcquisition.storedName(for: address)) {
             storedInManager.insert(listener.fileDescriptor)
         }
     }
@@ -116,8 +116,8 @@ final class Supervisor {
     /// when systemd holds a copy of the socket in its fd store.
     private func release(_ listener: Listener) {
         guard listener.origin != .activated else { return }
-        if storedInManager.remove(listener.fileDescriptor) != nil {
-            reporter.unstore(name: ListenerAcquisition.storedPrefix + listener.name)
+        if storedInManager.remove(listener.fileDescriptor) != nil, let address = listener.configured {
+            reporter.unstore(name: ListenerAcquisition.storedName(for: address))
         }
         listener.close(unlinkingSocketFile: listener.origin == .bound)
     }
