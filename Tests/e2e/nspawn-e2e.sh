@@ -3,7 +3,9 @@
 # throw-away container (systemd-nspawn, tmpfs root, the host's /usr, a private network namespace)
 # with systemd/preforkd.socket + systemd/preforkd.service, and checks socket activation, READY and
 # STATUS=, echo, reload and restart under load without a failed exchange, the journal's structured
-# fields, and a draining stop. Prints TAP-style `ok - …` / `not ok - …` lines and `N passed, M failed`.
+# fields, and a draining stop; then (standalone-fd-store.sh) a copy of the service run without the
+# socket unit, whose self-bound listener survives `systemctl restart` in systemd's fd store.
+# Prints TAP-style `ok - …` / `not ok - …` lines and `N passed, M failed`.
 #
 # Usage (root; systemd-container from scripts/install-deps):  Tests/e2e/nspawn-e2e.sh BIN_DIR
 #   BIN_DIR holds the preforkd binary, best a static build that runs without /opt/swift:
@@ -79,6 +81,9 @@ GUARD=$!
 mkdir -p "$WORK/units" "$WORK/etc"
 cp "$ROOT/systemd/$SERVICE" "$ROOT/systemd/$SOCKET" "$ROOT/systemd/preforkd@.service" "$ROOT/systemd/preforkd@.socket" "$WORK/units/"
 sed -i 's|^ExecStart=/usr/bin/preforkd |ExecStart=/opt/preforkd/preforkd |' "$WORK/units/$SERVICE" "$WORK/units/preforkd@.service"
+# The same service without the socket unit, for the fd store checks (see standalone-fd-store.sh).
+. "$HERE/standalone-fd-store.sh"
+standalone_unit "$WORK/units"
 cp "$ROOT/systemd/preforkd.toml" "$WORK/etc/preforkd.toml"
 cp "$ROOT/systemd/preforkd.toml" "$WORK/etc/second.toml"   # the config of instance "second"
 # A boot target of the test's own: basic system + the socket, and nothing that starts the service.
@@ -100,6 +105,7 @@ if [ -z "$unit_diff" ] && [ "$rewritten" -eq 2 ]; then
 else
     not_ok "the units under test differ from systemd/ beyond ExecStart's binary path"; note "$unit_diff"
 fi
+standalone_unit_check "$WORK/units"
 
 # --- boot ---------------------------------------------------------------------------------------
 # --register=no --keep-unit: no machined or bus needed on a host whose PID 1 is not systemd.
@@ -379,6 +385,9 @@ else
     note "${instance_notes[@]}" "$(prop "$INSTANCE.service" ActiveState)/$(prop "$INSTANCE.service" SubState)"
     IN journalctl --no-pager -q -u "$INSTANCE.service" -n 10 2>/dev/null | sed 's/^/#   /'
 fi
+
+# --- the fd store: the service without its socket unit (standalone-fd-store.sh) -------------------
+standalone_checks
 
 echo "# took $(awk -v a="$STARTED_AT" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"
 echo "1..$number"
