@@ -222,3 +222,46 @@ func busyWorkers(_ daemon: Daemon) throws -> Int {
         try waitUntil("the dropped port to close") { (try? Client(port: first)) == nil }
     }
 }
+
+/// Signals at odd moments: a storm of reloads and pool changes while clients are served.
+@Suite struct SignalStormTests {
+    @Test func survivesASignalStormWithoutFailingAClient() throws {
+        let directory = NSTemporaryDirectory() + "preforkd-storm-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let config = directory + "/preforkd.toml"
+        try "listen = \"127.0.0.1:0\"\nworkers = 2\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let daemon = try Daemon(["--config", config])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let failures = Counter()
+        let served = Counter()
+        let stop = Counter()
+        let clients = Thread {
+            // Bounded: at most 3000 exchanges or until told to stop.
+            for index in 0..<3000 where stop.value == 0 {
+                if (try? Client.exchange(port: port, "storm \(index)<EOF>")) == "storm \(index)<EOF>" {
+                    served.increment()
+                } else {
+                    failures.increment()
+                }
+            }
+            stop.increment()
+        }
+        clients.start()
+        let storm: [Int32] = [SIGHUP, SIGTTIN, SIGHUP, SIGTTOU, SIGCHLD, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR2]
+        for round in 0..<60 {
+            daemon.signal(storm[round % storm.count])
+            usleep(5_000)
+        }
+        try waitUntil("the client loop to finish", seconds: 60) {
+            if stop.value == 0 { return false }
+            return true
+        }
+        #expect(failures.value == 0, "\(failures.value) failed exchanges out of \(served.value + failures.value)")
+        #expect(served.value > 0)
+        daemon.signal(SIGTERM)
+        #expect(try daemon.waitForExit(seconds: 30) == 0)
+    }
+}

@@ -109,6 +109,35 @@ import Testing
         #expect(readAll(pair.client) == "")
     }
 
+    @Test func arbitraryBinaryBytesComeBackExactly() throws {
+        // Any byte values, NULs and partial tags included; deterministic, so a failure repeats.
+        var generator = SplitMix(seed: 0x5eed)
+        for round in 0..<50 {
+            var message = (0..<Int(generator.next() % 3000)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+            message += Array("<EO".utf8) + [0] + Array("<EOF>".utf8)
+            var handler = EchoHandler()
+            try handler.prepare(context())
+            let pair = makePair()
+            let split = min(message.count, Int(generator.next() % 64) + 1)
+            _ = message[split...].withUnsafeBytes { write(pair.client, $0.baseAddress, $0.count) }
+            let connection = Connection(fileDescriptor: pair.server, listener: listener())
+            try message[..<split].withUnsafeBytes { try handler.handle(connection, initialData: $0, context: context()) }
+            close(pair.server)
+            var echoed: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { read(pair.client, $0.baseAddress, $0.count) }
+                if n <= 0 { break }
+                echoed += chunk[..<n]
+            }
+            close(pair.client)
+            // The reply ends at the first complete tag (which may come earlier by chance).
+            let tag = Array("<EOF>".utf8)
+            let end = (tag.count...message.count).first { Array(message[($0 - tag.count)..<$0]) == tag }!
+            #expect(echoed == Array(message[..<end]), "round \(round)")
+        }
+    }
+
     @Test func invalidSettingsNameTheirKey() {
         var configuration = EchoHandler.Configuration()
         configuration.maxMessageBytes = 2
@@ -116,5 +145,18 @@ import Testing
         configuration = EchoHandler.Configuration()
         configuration.idleTimeout = -1
         #expect { try configuration.validate() } throws: { "\($0)".contains("echo.idle-timeout") }
+    }
+}
+
+/// A small deterministic generator for reproducible test data.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

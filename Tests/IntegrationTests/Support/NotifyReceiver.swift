@@ -2,8 +2,10 @@ import Foundation
 import Glibc
 
 /// An sd_notify receiver as systemd has it: an AF_UNIX datagram socket with SO_PASSCRED, so each
-/// datagram carries the sender's pid (what `NotifyAccess=main` checks).
-final class NotifyReceiver {
+/// datagram carries the sender's pid (what `NotifyAccess=main` checks). Like systemd it reads all
+/// the time, on a thread of its own: the kernel queues only a few datagrams (net.unix.max_dgram_qlen,
+/// 10 here) and a sender blocks once they are taken.
+final class NotifyReceiver: @unchecked Sendable {
     struct Datagram: CustomStringConvertible {
         let pid: Int32
         let text: String
@@ -17,8 +19,17 @@ final class NotifyReceiver {
 
     let path: String
     private let fd: Int32
+    private let condition = NSCondition()
+    private var datagrams: [Datagram] = []
+    private var closed = false
+    private var reader: Thread?
+
     /// Everything received so far, in order.
-    private(set) var received: [Datagram] = []
+    var received: [Datagram] {
+        condition.lock()
+        defer { condition.unlock() }
+        return datagrams
+    }
 
     init(path: String) throws {
         self.path = path
@@ -36,13 +47,35 @@ final class NotifyReceiver {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        let thread = Thread { [self] in readUntilClosed() }
+        reader = thread
+        thread.start()
     }
 
-    /// Receives what is pending, waiting up to `seconds` for the first datagram.
+    private func readUntilClosed() {
+        while true {
+            condition.lock()
+            let done = closed
+            condition.unlock()
+            if done { return }
+            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard Glibc.poll(&entry, 1, 50) > 0 else { continue }
+            var batch: [Datagram] = []
+            while let datagram = receiveOne() { batch.append(datagram) }
+            condition.lock()
+            datagrams += batch
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+
+    /// Waits up to `seconds` for a datagram newer than those seen so far.
     func poll(seconds: Double) {
-        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        guard Glibc.poll(&entry, 1, Int32(seconds * 1000)) > 0 else { return }
-        while let datagram = receiveOne() { received.append(datagram) }
+        condition.lock()
+        defer { condition.unlock() }
+        let seen = datagrams.count
+        let deadline = Date().addingTimeInterval(seconds)
+        while datagrams.count == seen && condition.wait(until: deadline) {}
     }
 
     private func receiveOne() -> Datagram? {
@@ -105,5 +138,12 @@ final class NotifyReceiver {
         received.filter { $0.pid == pid && $0.assignments.contains(assignment) }.count
     }
 
-    func close() { Glibc.close(fd) }
+    /// Stops the reader and closes the socket.
+    func close() {
+        condition.lock()
+        closed = true
+        condition.unlock()
+        while reader?.isFinished == false { usleep(1_000) }
+        Glibc.close(fd)
+    }
 }
