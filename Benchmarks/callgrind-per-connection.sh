@@ -59,11 +59,15 @@ worker_ir() {
   for _ in $(seq 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
   wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=
-  # the worker is the file with the most instructions (the supervisor only waits)
-  local best=0 f ir
+  # The worker is the child: the file with the highest pid (forked after the supervisor). Not
+  # "the most instructions": with cheap keep-alive exchanges the supervisor's start-up can weigh
+  # more than the worker's whole run.
+  local best=0 f ir pid top=0
   for f in "$TMP"/cg.out.*; do
-    ir=$(awk '/^summary:/ {print $2}' "$f")
-    [ "${ir:-0}" -gt "$best" ] && best=$ir
+    pid=${f##*.}
+    [ "$pid" -gt "$top" ] || continue
+    top=$pid
+    best=$(awk '/^summary:/ {print $2}' "$f")
   done
   echo "$best"
 }

@@ -96,6 +96,12 @@ uint64_t pf_monotonic_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t pf_monotonic_coarse_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 const void *pf_memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len) {
     return memmem(haystack, haystack_len, needle, needle_len);
 }
@@ -168,6 +174,13 @@ int pf_worker_stop_requested(void) { return stop_requested; }
 void pf_slot_store_stage(pf_slot *slot, uint32_t stage, uint64_t now_ns) {
     __atomic_store_n(&slot->stage_since_ns, now_ns, __ATOMIC_RELAXED);
     __atomic_store_n(&slot->stage, stage, __ATOMIC_RELEASE);
+}
+void pf_slot_enter_stage(pf_slot *slot, uint32_t stage) {
+    pf_slot_store_stage(slot, stage, pf_monotonic_coarse_ns());
+}
+void pf_slot_enter_handling(pf_slot *slot) {
+    pf_slot_store_stage(slot, PF_STAGE_HANDLING, pf_monotonic_coarse_ns());
+    __atomic_fetch_add(&slot->connections, 1, __ATOMIC_RELAXED);
 }
 uint32_t pf_slot_load_stage(const pf_slot *slot) { return __atomic_load_n(&slot->stage, __ATOMIC_ACQUIRE); }
 uint64_t pf_slot_load_stage_since(const pf_slot *slot) {

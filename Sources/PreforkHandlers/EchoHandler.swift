@@ -30,13 +30,17 @@ public struct EchoHandler: ConnectionHandler {
         /// Throws for the first value out of range, naming its key.
         public func validate() throws(ConfigurationError) {
             guard (Self.tag.count...(1 << 30)).contains(maxMessageBytes) else {
-                throw ConfigurationError(key: "echo.max-message-bytes", value: "\(maxMessageBytes)", reason: "must be between \(Self.tag.count) and \(1 << 30)")
+                throw ConfigurationError(
+                    key: "echo.max-message-bytes", value: "\(maxMessageBytes)",
+                    reason: "must be between \(Self.tag.count) and \(1 << 30)")
             }
             guard idleTimeout > 0 && idleTimeout <= 86400 else {
-                throw ConfigurationError(key: "echo.idle-timeout", value: "\(idleTimeout)", reason: "must be between 0.001 and 86400")
+                throw ConfigurationError(
+                    key: "echo.idle-timeout", value: "\(idleTimeout)", reason: "must be between 0.001 and 86400")
             }
             guard messageTimeout > 0 && messageTimeout <= 86400 else {
-                throw ConfigurationError(key: "echo.message-timeout", value: "\(messageTimeout)", reason: "must be between 0.001 and 86400")
+                throw ConfigurationError(
+                    key: "echo.message-timeout", value: "\(messageTimeout)", reason: "must be between 0.001 and 86400")
             }
         }
 
@@ -64,26 +68,34 @@ public struct EchoHandler: ConnectionHandler {
         buffer = UnsafeMutableRawBufferPointer(start: memory, count: configuration.maxMessageBytes)
     }
 
-    public mutating func handle(_ connection: Connection, initialData: UnsafeRawBufferPointer, context: WorkerContext) throws {
-        var filled = copyIn(initialData, at: 0)
-        var overflowed = initialData.count > buffer.count
-        var idleTimeoutSet = false
-        while true {
-            let messageLength: Int
-            switch try receiveMessage(connection, filled: &filled, overflowed: overflowed, context: context) {
-            case .message(let length): messageLength = length
-            case .closed: return
-            }
-            try connection.write(UnsafeRawBufferPointer(rebasing: buffer[..<messageLength]))
+    public mutating func handle(_ connection: Connection, initialData: UnsafeRawBufferPointer, context: WorkerContext)
+        throws
+    {
+        var filled: Int
+        var overflowed: Bool
+        // How far the message buffer has been searched for the tag already.
+        var searchedUpTo = 0
+        // What fits in the message buffer; anything beyond it makes the message too long.
+        let usable = min(initialData.count, buffer.count)
+        if let end = Self.tagEnd(in: initialData.baseAddress!, from: 0, to: usable) {
+            // The usual case: the whole message came with the initial read. Echo it from there,
+            // without copying it into the message buffer first.
+            try connection.write(UnsafeRawBufferPointer(start: initialData.baseAddress, count: end))
             guard configuration.keepAlive, !context.isStopping else {
                 connection.shutdown()
                 return
             }
             // Keep what followed the tag: the start of the next message.
-            let rest = filled - messageLength
-            if rest > 0 { buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + messageLength, byteCount: rest) }
-            filled = rest
-            overflowed = false
+            let rest = UnsafeRawBufferPointer(start: initialData.baseAddress! + end, count: initialData.count - end)
+            filled = copyIn(rest, at: 0)
+            overflowed = rest.count > buffer.count
+        } else {
+            filled = copyIn(initialData, at: 0)
+            overflowed = initialData.count > buffer.count
+            searchedUpTo = max(0, filled - (Self.tagLength - 1))
+        }
+        var idleTimeoutSet = false
+        while true {
             if filled == 0 {
                 if !idleTimeoutSet {
                     try connection.setReceiveTimeout(seconds: configuration.idleTimeout)
@@ -105,7 +117,26 @@ public struct EchoHandler: ConnectionHandler {
                 }
                 if n == 0 { return }  // the client is done
                 filled = n
+                overflowed = false
             }
+            let messageLength: Int
+            switch try receiveMessage(
+                connection, filled: &filled, searchedUpTo: searchedUpTo, overflowed: overflowed, context: context)
+            {
+            case .message(let length): messageLength = length
+            case .closed: return
+            }
+            searchedUpTo = 0
+            try connection.write(UnsafeRawBufferPointer(start: buffer.baseAddress, count: messageLength))
+            guard configuration.keepAlive, !context.isStopping else {
+                connection.shutdown()
+                return
+            }
+            // Keep what followed the tag: the start of the next message.
+            let rest = filled - messageLength
+            if rest > 0 { buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + messageLength, byteCount: rest) }
+            filled = rest
+            overflowed = false
         }
     }
 
@@ -115,29 +146,34 @@ public struct EchoHandler: ConnectionHandler {
     }
 
     /// Reads until `buffer[..<filled]` contains the tag; the message length includes it.
+    /// `buffer[..<searchedUpTo]` is known to hold no complete tag.
     private func receiveMessage(
-        _ connection: Connection, filled: inout Int, overflowed: Bool, context: WorkerContext
+        _ connection: Connection, filled: inout Int, searchedUpTo: Int, overflowed: Bool, context: WorkerContext
     ) throws -> Received {
-        let tagLength = Configuration.tag.count
-        var searchedUpTo = 0
+        let tagLength = Self.tagLength
+        var searchedUpTo = searchedUpTo
         var deadline: UInt64 = 0
         while true {
             if let end = findTag(from: searchedUpTo, to: filled) { return .message(length: end) }
             searchedUpTo = max(0, filled - (tagLength - 1))
             if overflowed || filled == buffer.count {
-                context.logger.warning("Message from \(connection.peer) exceeds \(configuration.maxMessageBytes) bytes; closing")
+                context.logger.warning(
+                    "Message from \(connection.peer) exceeds \(configuration.maxMessageBytes) bytes; closing")
                 return .closed
             }
             let now = pf_monotonic_ns()
             if deadline == 0 {
                 deadline = now + UInt64(configuration.messageTimeout * 1e9)
             } else if now >= deadline {
-                context.logger.info("Message from \(connection.peer) incomplete after \(configuration.messageTimeout) s; closing")
+                context.logger.info(
+                    "Message from \(connection.peer) incomplete after \(configuration.messageTimeout) s; closing")
                 return .closed
             }
             let n: Int
             do throws(ConnectionError) {
-                n = try connection.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]))
+                n = try connection.read(
+                    into: UnsafeMutableRawBufferPointer(
+                        start: buffer.baseAddress! + filled, count: buffer.count - filled))
             } catch {
                 guard error == .timedOut else { throw error }
                 context.logger.info("Client \(connection.peer) went silent mid-message; closing")
@@ -151,15 +187,26 @@ public struct EchoHandler: ConnectionHandler {
         }
     }
 
+    /// The tag's length in bytes, as a constant the compiler folds.
+    private static var tagLength: Int { 5 }
+
     /// The end offset of the first tag in `buffer[start..<end]`, if any.
     @inline(__always)
     private func findTag(from start: Int, to end: Int) -> Int? {
-        guard end - start >= Configuration.tag.count else { return nil }
-        return Configuration.tag.withUnsafeBytes { tag -> Int? in
-            guard let found = pf_memmem(buffer.baseAddress! + start, end - start, tag.baseAddress!, tag.count) else {
-                return nil
-            }
-            return UnsafeRawPointer(found) - UnsafeRawPointer(buffer.baseAddress!) + tag.count
+        Self.tagEnd(in: UnsafeRawPointer(buffer.baseAddress!), from: start, to: end)
+    }
+
+    /// The end offset (from `bytes`) of the first tag in `bytes[start..<end]`, if any.
+    @inline(__always)
+    private static func tagEnd(in bytes: UnsafeRawPointer, from start: Int, to end: Int) -> Int? {
+        // The tag as a tuple constant on the stack: an array (even a static one) would cost a
+        // lazy-initialisation check and a reference on every search.
+        let tag: (UInt8, UInt8, UInt8, UInt8, UInt8) = (0x3C, 0x45, 0x4F, 0x46, 0x3E)  // "<EOF>"
+        let tagLength = Self.tagLength
+        guard end - start >= tagLength else { return nil }
+        return withUnsafeBytes(of: tag) { tag -> Int? in
+            guard let found = pf_memmem(bytes + start, end - start, tag.baseAddress!, tagLength) else { return nil }
+            return UnsafeRawPointer(found) - bytes + tagLength
         }
     }
 

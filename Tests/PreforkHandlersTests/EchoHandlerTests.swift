@@ -98,6 +98,51 @@ import Testing
         #expect(readAll(pair.client) == "one<EOF>two<EOF>three<EOF>")
     }
 
+    @Test func keepAliveServesMessagesPipelinedInTheInitialRead() throws {
+        var configuration = EchoHandler.Configuration()
+        configuration.keepAlive = true
+        var handler = EchoHandler(configuration: configuration)
+        try handler.prepare(context())
+        let pair = makePair()
+        defer { close(pair.client) }
+        send(pair.client, "ee<EOF>")
+        shutdown(pair.client, Int32(SHUT_WR))
+        try run(&handler, pair, initial: "one<EOF>two<EOF>thr")
+        close(pair.server)
+        #expect(readAll(pair.client) == "one<EOF>two<EOF>three<EOF>")
+    }
+
+    @Test func aMessageCompleteInTheInitialReadIsEchoedAndTheRestDropped() throws {
+        var handler = EchoHandler()
+        try handler.prepare(context())
+        let pair = makePair()
+        defer { close(pair.client) }
+        try run(&handler, pair, initial: "hi<EOF>trailing")
+        close(pair.server)
+        #expect(readAll(pair.client) == "hi<EOF>")
+    }
+
+    @Test func anInitialReadLongerThanTheLimitIsJudgedByTheLimit() throws {
+        var configuration = EchoHandler.Configuration()
+        configuration.maxMessageBytes = 16
+        // The tag ends within the first 16 bytes: a message.
+        var handler = EchoHandler(configuration: configuration)
+        try handler.prepare(context())
+        var pair = makePair()
+        try run(&handler, pair, initial: "short<EOF>" + String(repeating: "x", count: 30))
+        close(pair.server)
+        #expect(readAll(pair.client) == "short<EOF>")
+        close(pair.client)
+        // The tag ends past byte 16: too long, closed without a reply.
+        handler = EchoHandler(configuration: configuration)
+        try handler.prepare(context())
+        pair = makePair()
+        try run(&handler, pair, initial: String(repeating: "x", count: 14) + "<EOF>")
+        close(pair.server)
+        #expect(readAll(pair.client) == "")
+        close(pair.client)
+    }
+
     @Test func clientClosingMidMessageGetsNothing() throws {
         var handler = EchoHandler()
         try handler.prepare(context())
@@ -121,7 +166,9 @@ import Testing
             let split = min(message.count, Int(generator.next() % 64) + 1)
             _ = message[split...].withUnsafeBytes { write(pair.client, $0.baseAddress, $0.count) }
             let connection = Connection(fileDescriptor: pair.server, listener: listener())
-            try message[..<split].withUnsafeBytes { try handler.handle(connection, initialData: $0, context: context()) }
+            try message[..<split].withUnsafeBytes {
+                try handler.handle(connection, initialData: $0, context: context())
+            }
             close(pair.server)
             var echoed: [UInt8] = []
             var chunk = [UInt8](repeating: 0, count: 4096)

@@ -62,3 +62,19 @@ import Testing
         #expect(access(path, F_OK) == 0)
     }
 }
+
+@Suite struct ListenerIdentityTests {
+    @Test func listenersAreEqualWhenTheyNameTheSameSocket() {
+        let a = Listener(adopting: 7, name: "public", origin: .activated)
+        #expect(a == a)
+        #expect(a == Listener(adopting: 7, name: "public", origin: .activated))
+        #expect(a != Listener(adopting: 8, name: "public", origin: .activated))
+        #expect(a != Listener(adopting: 7, name: "admin", origin: .activated))
+    }
+
+    @Test func copiesShareOneListener() {
+        let a = Listener(adopting: 7, name: "public", origin: .activated)
+        let copies = [a, a]
+        #expect(copies.allSatisfy { $0 === a })
+    }
+}

@@ -33,6 +33,10 @@ int pf_set_process_name(const char *name);
 int pf_thread_count(void);
 /// CLOCK_MONOTONIC in nanoseconds.
 uint64_t pf_monotonic_ns(void);
+/// CLOCK_MONOTONIC_COARSE in nanoseconds: the time of the last clock tick (1–4 ms resolution).
+/// A few times cheaper than pf_monotonic_ns, never ahead of it, so `pf_monotonic_ns() - coarse`
+/// never underflows.
+uint64_t pf_monotonic_coarse_ns(void);
 /// memmem(3).
 const void *pf_memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len);
 
@@ -80,6 +84,10 @@ typedef struct pf_slot {
 } pf_slot;
 
 void pf_slot_store_stage(pf_slot *slot, uint32_t stage, uint64_t now_ns);
+/// A worker's stage change on its hot path: stores `stage`, stamped with pf_monotonic_coarse_ns().
+void pf_slot_enter_stage(pf_slot *slot, uint32_t stage);
+/// Enters PF_STAGE_HANDLING and counts one connection, in one call.
+void pf_slot_enter_handling(pf_slot *slot);
 uint32_t pf_slot_load_stage(const pf_slot *slot);
 uint64_t pf_slot_load_stage_since(const pf_slot *slot);
 void pf_slot_store_pid(pf_slot *slot, int32_t pid);

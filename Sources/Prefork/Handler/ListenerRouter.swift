@@ -16,7 +16,9 @@ public struct ListenerRouter: ConnectionHandler {
         for name in routes.keys { try routes[name]!.prepare(context) }
     }
 
-    public mutating func handle(_ connection: Connection, initialData: UnsafeRawBufferPointer, context: WorkerContext) throws {
+    public mutating func handle(_ connection: Connection, initialData: UnsafeRawBufferPointer, context: WorkerContext)
+        throws
+    {
         if routes[connection.listener.name] != nil {
             try routes[connection.listener.name]!.handle(connection, initialData: initialData, context: context)
         } else {

@@ -5,7 +5,12 @@ import SystemPackage
 ///
 /// A listener outlives every worker and every reload. One passed by systemd (``Origin-swift.enum/activated``)
 /// is never closed or unlinked by preforkd.
-public struct Listener: Sendable, Equatable {
+///
+/// A class with only constant properties: every accepted ``Connection`` refers to its listener,
+/// and sharing one reference costs a retain, where copying a struct of strings and a
+/// ``ListenAddress`` cost several on every connection. Two values are equal when they name the
+/// same socket under the same name.
+public final class Listener: Sendable, Equatable {
     /// Where a listener came from.
     public enum Origin: String, Sendable {
         /// Bound by preforkd from a `--listen` address.
@@ -42,6 +47,10 @@ public struct Listener: Sendable, Equatable {
         self.configured = configured
         self.name = configured.description
         self.origin = .bound
+    }
+
+    public static func == (lhs: Listener, rhs: Listener) -> Bool {
+        lhs === rhs || (lhs.fileDescriptor == rhs.fileDescriptor && lhs.name == rhs.name)
     }
 
     /// Creates, binds and listens on `address` with close-on-exec set.
@@ -84,9 +93,11 @@ public struct Listener: Sendable, Equatable {
                 raw.copyBytes(from: bytes)
                 raw[bytes.count] = 0
             }
-            try bindAndListen(fd, &sun, backlog: backlog, text, beforeListen: { () throws(SystemCallError) in
-                if chmod(path, unixMode) != 0 { throw SystemCallError.current("chmod", path) }
-            })
+            try bindAndListen(
+                fd, &sun, backlog: backlog, text,
+                beforeListen: { () throws(SystemCallError) in
+                    if chmod(path, unixMode) != 0 { throw SystemCallError.current("chmod", path) }
+                })
             return Listener(fileDescriptor: fd, configured: address)
         }
     }

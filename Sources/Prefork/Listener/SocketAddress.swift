@@ -19,6 +19,8 @@ enum SocketAddress {
 
     /// Renders a socket address as `1.2.3.4:80`, `[::1]:80` or `unix:/path` (`unix:` when unnamed).
     static func describe(_ storage: UnsafePointer<sockaddr_storage>, length: socklen_t) -> String {
+        // Too short to hold even the family: the kernel gave no address (never seen for stream sockets).
+        guard Int(length) >= MemoryLayout<sa_family_t>.size else { return "unknown" }
         switch Int32(storage.pointee.ss_family) {
         case AF_INET:
             return storage.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in

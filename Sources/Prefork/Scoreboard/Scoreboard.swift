@@ -10,7 +10,8 @@ import Glibc
 public struct Scoreboard {
     /// What a worker is doing.
     public enum Stage: UInt32, Sendable {
-        case free = 0, starting, accepting, reading, handling, exiting
+        case free = 0
+        case starting, accepting, reading, handling, exiting
     }
 
     /// Counts across the whole pool.
@@ -82,14 +83,20 @@ public struct Scoreboard {
     }
 }
 
-/// A worker's own view of its slot: cheap stage updates on the hot path.
+/// A worker's own view of its slot: cheap stage updates on the hot path. Stages are stamped with
+/// CLOCK_MONOTONIC_COARSE (a tick's resolution, never ahead of CLOCK_MONOTONIC), which is all a
+/// supervisor deadline needs.
 struct SlotWriter {
     let slot: UnsafeMutablePointer<pf_slot>
 
     @inline(__always)
     func enter(_ stage: Scoreboard.Stage) {
-        pf_slot_store_stage(slot, stage.rawValue, Monotonic.now())
+        pf_slot_enter_stage(slot, stage.rawValue)
     }
+
+    /// Enters the handling stage and counts the connection, in one call.
+    @inline(__always)
+    func enterHandling() { pf_slot_enter_handling(slot) }
 
     @inline(__always)
     func countConnection() { pf_slot_add_connection(slot) }

@@ -37,14 +37,36 @@ public enum AcceptError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// Blocking `accept4` on a listener.
+/// Where `accept4` writes the client's address: one per worker, reused by every connection.
+///
+/// The kernel fills it in during the accept itself, so the client's address is known for free —
+/// no getpeername later, which fails once the client has reset the connection.
+struct PeerAddressBuffer {
+    let storage: UnsafeMutablePointer<sockaddr_storage>
+    let length: UnsafeMutablePointer<socklen_t>
+
+    /// Allocates the buffer; it lives as long as the worker process.
+    static func allocate() -> PeerAddressBuffer {
+        let storage = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
+        storage.initialize(to: sockaddr_storage())
+        let length = UnsafeMutablePointer<socklen_t>.allocate(capacity: 1)
+        length.initialize(to: 0)
+        return PeerAddressBuffer(storage: storage, length: length)
+    }
+}
+
+/// Blocking `accept4` on a listener; the client's address goes to `peer`.
 ///
 /// Transient errors (ECONNABORTED, EPROTO, EINTR without a stop request) are retried here; the
 /// rest become ``AcceptError``s.
 @inline(__always)
-func acceptConnection(on listener: Int32) throws(AcceptError) -> Int32 {
+func acceptConnection(on listener: Int32, peer: PeerAddressBuffer) throws(AcceptError) -> Int32 {
     while true {
-        let fd = pf_accept4(listener, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+        // Value-result: the capacity in, the address's length out.
+        peer.length.pointee = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let fd = peer.storage.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            pf_accept4(listener, $0, peer.length, Int32(SOCK_CLOEXEC.rawValue))
+        }
         if fd >= 0 { return fd }
         let error = Errno(rawValue: Glibc.errno)
         switch error {
@@ -91,10 +113,10 @@ func readInitialData(from fd: Int32, into buffer: UnsafeMutableRawBufferPointer)
 /// Blocking accept on one listener, also when the socket was made non-blocking by someone else
 /// (systemd's `NonBlocking=yes`, or several listeners in another generation): waits in poll then.
 @inline(__always)
-func acceptBlocking(on listener: Int32) throws(AcceptError) -> Int32 {
+func acceptBlocking(on listener: Int32, peer: PeerAddressBuffer) throws(AcceptError) -> Int32 {
     while true {
         do {
-            return try acceptConnection(on: listener)
+            return try acceptConnection(on: listener, peer: peer)
         } catch .wouldBlock {
             var entry = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
             if poll(&entry, 1, -1) < 0, pf_worker_stop_requested() != 0 { throw .stopRequested }

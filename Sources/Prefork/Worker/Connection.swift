@@ -12,22 +12,44 @@ public struct Connection {
     public let fileDescriptor: Int32
     /// The listener it arrived on.
     public let listener: Listener
+    /// The client's address as `accept4` returned it, in the worker's buffer for it; nil when the
+    /// connection was made some other way (then ``peer`` asks the kernel).
+    let peerAddress: UnsafePointer<sockaddr_storage>?
+    /// The length `accept4` returned with ``peerAddress``.
+    let peerAddressLength: socklen_t
 
-    init(fileDescriptor: Int32, listener: Listener) {
+    init(
+        fileDescriptor: Int32, listener: Listener,
+        peerAddress: UnsafePointer<sockaddr_storage>? = nil, peerAddressLength: socklen_t = 0
+    ) {
         self.fileDescriptor = fileDescriptor
         self.listener = listener
+        self.peerAddress = peerAddress
+        self.peerAddressLength = peerAddressLength
     }
 
-    /// The client's address, `1.2.3.4:5678`, `[::1]:5678` or `unix:` (costs a getpeername call).
-    public var peer: String { SocketAddress.peer(of: fileDescriptor) }
+    /// The client's address, `1.2.3.4:5678`, `[::1]:5678` or `unix:`.
+    ///
+    /// Formatted on demand from the address `accept4` captured with the connection, so it costs
+    /// nothing unless asked for, needs no system call, and still names a client that has since
+    /// reset the connection. Like the connection itself, it is meant for use during the handler's
+    /// call: the worker reuses the buffer for its next connection.
+    public var peer: String {
+        guard let peerAddress else { return SocketAddress.peer(of: fileDescriptor) }
+        return SocketAddress.describe(peerAddress, length: peerAddressLength)
+    }
 
     /// Reads at most `buffer.count` bytes; returns 0 when the peer has closed its side.
     ///
     /// A graceful stop does not interrupt it: the current connection is finished. Pass
     /// `interruptible: true` while waiting for a *new* request (keep-alive) to get
     /// ``ConnectionError/stopRequested`` as soon as the worker is asked to stop.
-    @inline(__always)
-    public func read(into buffer: UnsafeMutableRawBufferPointer, interruptible: Bool = false) throws(ConnectionError) -> Int {
+    // Inlinable: a handler in another module calls it once or more per message, and the call
+    // would cost as much as the loop around the system call.
+    @inlinable
+    public func read(into buffer: UnsafeMutableRawBufferPointer, interruptible: Bool = false) throws(ConnectionError)
+        -> Int
+    {
         while true {
             let n = Glibc.read(fileDescriptor, buffer.baseAddress, buffer.count)
             if n >= 0 { return n }
@@ -42,7 +64,7 @@ public struct Connection {
     }
 
     /// Writes all of `bytes` (retrying short writes); never raises SIGPIPE.
-    @inline(__always)
+    @inlinable
     public func write(_ bytes: UnsafeRawBufferPointer) throws(ConnectionError) {
         var offset = 0
         while offset < bytes.count {
@@ -86,6 +108,7 @@ public enum ConnectionError: Error, Equatable, CustomStringConvertible {
     /// Any other failure.
     case failed(SystemCallError)
 
+    @usableFromInline
     init(readError error: Errno) {
         switch error {
         case .wouldBlock, .resourceTemporarilyUnavailable: self = .timedOut
@@ -94,6 +117,7 @@ public enum ConnectionError: Error, Equatable, CustomStringConvertible {
         }
     }
 
+    @usableFromInline
     init(writeError error: Errno) {
         switch error {
         case .wouldBlock, .resourceTemporarilyUnavailable: self = .timedOut

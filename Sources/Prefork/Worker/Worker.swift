@@ -34,7 +34,8 @@ struct Worker<Handler: ConnectionHandler> {
             }
         }
         let listenerFDs = listeners.map(\.fileDescriptor)
-        guard deadSocket >= 0, pf_worker_install_stop_handler(listenerFDs, Int32(listenerFDs.count), deadSocket, wakePipe[1]) == 0
+        guard deadSocket >= 0,
+            pf_worker_install_stop_handler(listenerFDs, Int32(listenerFDs.count), deadSocket, wakePipe[1]) == 0
         else {
             exitWorker(.bootFailure, "installing the stop handler: \(Errno(rawValue: Glibc.errno).text)")
         }
@@ -46,83 +47,18 @@ struct Worker<Handler: ConnectionHandler> {
         } catch {
             exitWorker(.bootFailure, "handler failed to start: \(error)")
         }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: initialBytes, alignment: 16)
+        let epoll = listeners.count > 1 ? makeEpoll(wakeFD: wakePipe[0]) : -1
+        let loop = ServeLoop(
+            listeners: listeners, epoll: epoll, context: context, slot: slot,
+            buffer: UnsafeMutableRawBufferPointer.allocate(byteCount: initialBytes, alignment: 16),
+            peer: PeerAddressBuffer.allocate())
+        // The loop works on its own copy of the handler: a local the compiler sees whole, where a
+        // stored property of this generic struct would be reached through its type's metadata.
+        var handler = self.handler
         reportBooted()
-        let status: WorkerExitStatus
-        if listeners.count == 1 {
-            status = serve(buffer) { () throws(AcceptError) in (try acceptBlocking(on: listenerFDs[0]), 0) }
-        } else {
-            let epoll = makeEpoll(wakeFD: wakePipe[0])
-            let all = listeners
-            status = serve(buffer) { () throws(AcceptError) in try Self.acceptFromAny(all, epoll: epoll) }
-        }
+        let status = loop.run(&handler)
         slot.enter(.exiting)
         _exit(status.rawValue)
-    }
-
-    /// The accept loop. `accept` returns a connected socket and the index of its listener.
-    private mutating func serve(
-        _ buffer: UnsafeMutableRawBufferPointer, accept: () throws(AcceptError) -> (Int32, Int)
-    ) -> WorkerExitStatus {
-        var backoff = Backoff()
-        while pf_worker_stop_requested() == 0 {
-            slot.enter(.accepting)
-            let fd: Int32
-            let listenerIndex: Int
-            do {
-                (fd, listenerIndex) = try accept()
-                backoff.reset()
-            } catch .stopRequested {
-                break
-            } catch .resourcesExhausted(let error) {
-                // Out of fds or memory: the connection stays queued; try again after a pause.
-                backoff.wait(logging: error, to: context.logger)
-                continue
-            } catch .listenerClosed {
-                context.logger.error("Listener closed; worker exits")
-                return .listenerFailure
-            } catch {
-                context.logger.error("\(error)")
-                backoff.wait(logging: nil, to: context.logger)
-                continue
-            }
-            slot.enter(.reading)
-            serveConnection(fd, listener: listeners[listenerIndex], buffer: buffer)
-            close(fd)
-        }
-        return .stopped
-    }
-
-    @inline(__always)
-    private mutating func serveConnection(_ fd: Int32, listener: Listener, buffer: UnsafeMutableRawBufferPointer) {
-        let count: Int
-        do {
-            count = try readInitialData(from: fd, into: buffer)
-        } catch {
-            logInitialReadFailure(error, fd: fd)
-            return
-        }
-        slot.enter(.handling)
-        slot.countConnection()
-        context.logger.debug("Size of data transferred is \(count)", metadata: ["initial.bytes": "\(count)", "listener": "\(listener.name)"])
-        let connection = Connection(fileDescriptor: fd, listener: listener)
-        do {
-            try handler.handle(connection, initialData: UnsafeRawBufferPointer(rebasing: buffer[..<count]), context: context)
-        } catch {
-            let peer = connection.peer
-            context.logger.warning("Connection from \(peer) failed: \(error)", metadata: ["peer": "\(peer)", "listener": "\(listener.name)"])
-        }
-    }
-
-    private func logInitialReadFailure(_ error: AcceptError, fd: Int32) {
-        let level: Logger.Level
-        switch error {
-        case .peerClosedBeforeSending, .stopRequested: level = .debug
-        default: level = .info
-        }
-        guard context.logger.logLevel <= level else { return }
-        let peer = SocketAddress.peer(of: fd)
-        context.logger.log(level: level, "Connection from \(peer) closed: \(error)", metadata: ["peer": "\(peer)"])
     }
 
     /// Tells the supervisor this worker is about to park in accept (its slot index, 4 bytes).
@@ -146,27 +82,6 @@ struct Worker<Handler: ConnectionHandler> {
         return epoll
     }
 
-    /// Waits in epoll for any listener, then accepts from it.
-    private static func acceptFromAny(_ listeners: [Listener], epoll: Int32) throws(AcceptError) -> (Int32, Int) {
-        while true {
-            let tag = pf_epoll_wait_one(epoll, -1)
-            if tag < 0 {
-                if Glibc.errno == EINTR || Glibc.errno == EAGAIN {
-                    if pf_worker_stop_requested() != 0 { throw .stopRequested }
-                    continue
-                }
-                throw .failed(SystemCallError.current("epoll_wait"))
-            }
-            if pf_worker_stop_requested() != 0 { throw .stopRequested }
-            guard tag < listeners.count else { continue }  // the wake pipe
-            do {
-                return (try acceptConnection(on: listeners[Int(tag)].fileDescriptor), Int(tag))
-            } catch .wouldBlock {
-                continue  // another worker took it
-            }
-        }
-    }
-
     private func exitWorker(_ status: WorkerExitStatus, _ message: String) -> Never {
         context.logger.critical("\(message)")
         _exit(status.rawValue)
@@ -175,7 +90,7 @@ struct Worker<Handler: ConnectionHandler> {
 
 /// Exponential back-off for accept errors that retrying at once cannot fix (EMFILE, ENOBUFS…):
 /// 10 ms doubling to 1 s, with at most one log line every 10 s.
-private struct Backoff {
+struct Backoff {
     private var delayMs = 10
     private var lastLogNs: UInt64 = 0
     private var suppressed = 0

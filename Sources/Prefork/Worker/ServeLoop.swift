@@ -1,0 +1,145 @@
+import CPreforkShims
+import Glibc
+import Logging
+
+/// A worker's accept loop, once it is set up: accept, read the initial data, run the handler,
+/// close — until the worker is asked to stop.
+///
+/// Everything the loop touches per connection is a constant of this non-generic struct or a
+/// local, so the compiler reaches it directly: no copies of the logger or the listener per
+/// connection, no reads through the handler type's metadata, no dynamic exclusivity checks.
+struct ServeLoop {
+    let listeners: [Listener]
+    /// The epoll set over all listeners when there are several; -1 with just one.
+    let epoll: Int32
+    let context: WorkerContext
+    let slot: SlotWriter
+    /// The initial read's buffer: one per worker, reused by every connection.
+    let buffer: UnsafeMutableRawBufferPointer
+    /// Where accept4 leaves the client's address.
+    let peer: PeerAddressBuffer
+    /// Whether the logger emits debug messages. The worker's logger is its own copy, fixed at
+    /// fork (the project's log handlers are structs), so asking once spares every connection a
+    /// check that copies the log handler out of the logger's shared storage.
+    let logsDebug: Bool
+
+    init(
+        listeners: [Listener], epoll: Int32, context: WorkerContext, slot: SlotWriter,
+        buffer: UnsafeMutableRawBufferPointer, peer: PeerAddressBuffer
+    ) {
+        self.listeners = listeners
+        self.epoll = epoll
+        self.context = context
+        self.slot = slot
+        self.buffer = buffer
+        self.peer = peer
+        self.logsDebug = context.logger.logLevel <= .debug
+    }
+
+    /// Serves connections with `handler` until a stop is requested or the listener fails.
+    func run<Handler: ConnectionHandler>(_ handler: inout Handler) -> WorkerExitStatus {
+        var backoff = Backoff()
+        // One listener (the usual case): accept on it directly, no epoll.
+        let onlyFD = epoll < 0 ? listeners[0].fileDescriptor : -1
+        while pf_worker_stop_requested() == 0 {
+            slot.enter(.accepting)
+            let fd: Int32
+            // An index rather than the listener itself: the connection takes the one reference
+            // it needs straight from the array.
+            let listenerIndex: Int
+            do throws(AcceptError) {
+                if onlyFD >= 0 {
+                    fd = try acceptBlocking(on: onlyFD, peer: peer)
+                    listenerIndex = 0
+                } else {
+                    (fd, listenerIndex) = try acceptFromAny()
+                }
+                backoff.reset()
+            } catch .stopRequested {
+                break
+            } catch .resourcesExhausted(let error) {
+                // Out of fds or memory: the connection stays queued; try again after a pause.
+                backoff.wait(logging: error, to: context.logger)
+                continue
+            } catch .listenerClosed {
+                context.logger.error("Listener closed; worker exits")
+                return .listenerFailure
+            } catch {
+                context.logger.error("\(error)")
+                backoff.wait(logging: nil, to: context.logger)
+                continue
+            }
+            slot.enter(.reading)
+            serveConnection(fd, listenerIndex: listenerIndex, handler: &handler)
+            close(fd)
+        }
+        return .stopped
+    }
+
+    @inline(__always)
+    private func serveConnection<Handler: ConnectionHandler>(_ fd: Int32, listenerIndex: Int, handler: inout Handler) {
+        let count: Int
+        do {
+            count = try readInitialData(from: fd, into: buffer)
+        } catch {
+            logInitialReadFailure(error)
+            return
+        }
+        slot.enterHandling()
+        if logsDebug {
+            context.logger.debug(
+                "Size of data transferred is \(count)",
+                metadata: ["initial.bytes": "\(count)", "listener": "\(listeners[listenerIndex].name)"])
+        }
+        let connection = Connection(
+            fileDescriptor: fd, listener: listeners[listenerIndex],
+            peerAddress: UnsafePointer(peer.storage), peerAddressLength: peer.length.pointee)
+        do {
+            // 1 ≤ count ≤ buffer.count, from the read above.
+            try handler.handle(
+                connection, initialData: UnsafeRawBufferPointer(start: buffer.baseAddress, count: count),
+                context: context)
+        } catch {
+            let peer = connection.peer
+            context.logger.warning(
+                "Connection from \(peer) failed: \(error)",
+                metadata: ["peer": "\(peer)", "listener": "\(connection.listener.name)"])
+        }
+    }
+
+    /// The client's address as accept4 captured it, as text.
+    private var peerText: String { SocketAddress.describe(peer.storage, length: peer.length.pointee) }
+
+    private func logInitialReadFailure(_ error: AcceptError) {
+        let level: Logger.Level
+        switch error {
+        case .peerClosedBeforeSending, .stopRequested: level = .debug
+        default: level = .info
+        }
+        guard context.logger.logLevel <= level else { return }
+        let peer = peerText
+        context.logger.log(level: level, "Connection from \(peer) closed: \(error)", metadata: ["peer": "\(peer)"])
+    }
+
+    /// Waits in epoll for any listener, then accepts from it; returns the socket and the
+    /// listener's index.
+    private func acceptFromAny() throws(AcceptError) -> (Int32, Int) {
+        while true {
+            let tag = pf_epoll_wait_one(epoll, -1)
+            if tag < 0 {
+                if Glibc.errno == EINTR || Glibc.errno == EAGAIN {
+                    if pf_worker_stop_requested() != 0 { throw .stopRequested }
+                    continue
+                }
+                throw .failed(SystemCallError.current("epoll_wait"))
+            }
+            if pf_worker_stop_requested() != 0 { throw .stopRequested }
+            guard tag < listeners.count else { continue }  // the wake pipe
+            do {
+                return (try acceptConnection(on: listeners[Int(tag)].fileDescriptor, peer: peer), Int(tag))
+            } catch .wouldBlock {
+                continue  // another worker took it
+            }
+        }
+    }
+}
