@@ -5,7 +5,7 @@ BUILD_FLAGS ?=
 RELEASE_DIR := .build-release
 ADDRESS ?= 127.0.0.1:11000
 
-.PHONY: all deps build release run test unit-tests integration-tests bench clean
+.PHONY: all deps build release run test lint format bench clean
 
 all: build
 
@@ -23,11 +23,18 @@ run: build
 
 # Unit and integration tests (Swift Testing), then the unit files: static checks, and a real
 # systemd as PID 1 in a container running them with the binary just built.
-test: deps
+test: deps lint
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	$(SWIFT) test --skip-build $(BUILD_FLAGS)
 	Tests/e2e/check-units.sh $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))/preforkd
 	Tests/e2e/nspawn-e2e.sh $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))
+
+# The formatter ships with the toolchain; .swift-format holds the project's settings.
+lint:
+	$(SWIFT) format lint --strict --recursive Package.swift Sources Tests Examples
+
+format:
+	$(SWIFT) format --in-place --recursive Package.swift Sources Tests Examples
 
 bench: deps
 	$(MAKE) -C Benchmarks bench

@@ -33,7 +33,8 @@ configuration.workers = 2
 let address = CommandLine.arguments.dropFirst().first ?? "127.0.0.1:12000"
 do {
     configuration.listen = [try ListenAddress(parsing: address)]
-    let server = PreforkServer(configuration: configuration, handler: UppercaseHandler(), logger: Logger(label: "uppercase"))
+    let server = PreforkServer(
+        configuration: configuration, handler: UppercaseHandler(), logger: Logger(label: "uppercase"))
     exit(try server.run().rawValue)
 } catch {
     print("uppercase-server: \(error)")

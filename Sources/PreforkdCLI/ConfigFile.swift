@@ -21,7 +21,8 @@ public enum ConfigFile {
         do {
             table = try TOMLTable(string: text)
         } catch let error as TOMLParseError {
-            throw ConfigurationError(source: source, key: "(syntax)", value: "line \(error.source.begin.line)", reason: error.description)
+            throw ConfigurationError(
+                source: source, key: "(syntax)", value: "line \(error.source.begin.line)", reason: error.description)
         } catch {
             throw ConfigurationError(source: source, key: "(syntax)", value: "?", reason: "\(error)")
         }
@@ -38,7 +39,8 @@ public enum ConfigFile {
     private static func read(_ path: String) throws(ConfigurationError) -> String {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
-            throw ConfigurationError(source: path, key: "(file)", value: path, reason: "cannot be read: \(String(cString: strerror(errno)))")
+            throw ConfigurationError(
+                source: path, key: "(file)", value: path, reason: "cannot be read: \(String(cString: strerror(errno)))")
         }
         defer { close(fd) }
         var bytes: [UInt8] = []
@@ -47,7 +49,9 @@ public enum ConfigFile {
             let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
             guard n >= 0 else {
-                throw ConfigurationError(source: path, key: "(file)", value: path, reason: "cannot be read: \(String(cString: strerror(errno)))")
+                throw ConfigurationError(
+                    source: path, key: "(file)", value: path,
+                    reason: "cannot be read: \(String(cString: strerror(errno)))")
             }
             if n == 0 { break }
             bytes.append(contentsOf: chunk[..<n])
@@ -79,7 +83,9 @@ public enum ConfigFile {
         }
 
         func integer(_ key: String, _ value: any TOMLValueConvertible) throws(ConfigurationError) -> Int {
-            guard value.type == .int, let int = value.int else { throw fail(key, value, "expected an integer, got a \(value.type)") }
+            guard value.type == .int, let int = value.int else {
+                throw fail(key, value, "expected an integer, got a \(value.type)")
+            }
             return int
         }
 
@@ -90,16 +96,21 @@ public enum ConfigFile {
         }
 
         func boolean(_ key: String, _ value: any TOMLValueConvertible) throws(ConfigurationError) -> Bool {
-            guard value.type == .bool, let bool = value.bool else { throw fail(key, value, "expected true or false, got a \(value.type)") }
+            guard value.type == .bool, let bool = value.bool else {
+                throw fail(key, value, "expected true or false, got a \(value.type)")
+            }
             return bool
         }
 
         func string(_ key: String, _ value: any TOMLValueConvertible) throws(ConfigurationError) -> String {
-            guard value.type == .string, let string = value.string else { throw fail(key, value, "expected a string, got a \(value.type)") }
+            guard value.type == .string, let string = value.string else {
+                throw fail(key, value, "expected a string, got a \(value.type)")
+            }
             return string
         }
 
-        func choice<T: RawRepresentable & CaseIterable>(_ key: String, _ value: any TOMLValueConvertible, _: T.Type) throws(ConfigurationError) -> T
+        func choice<T: RawRepresentable & CaseIterable>(_ key: String, _ value: any TOMLValueConvertible, _: T.Type)
+            throws(ConfigurationError) -> T
         where T.RawValue == String {
             let text = try string(key, value)
             guard let choice = T(rawValue: text) else {
@@ -108,7 +119,9 @@ public enum ConfigFile {
             return choice
         }
 
-        mutating func applyTop(_ key: String, _ value: any TOMLValueConvertible, to settings: inout Settings) throws(ConfigurationError) {
+        mutating func applyTop(_ key: String, _ value: any TOMLValueConvertible, to settings: inout Settings)
+            throws(ConfigurationError)
+        {
             switch key {
             case "listen":
                 let texts: [String]
@@ -126,7 +139,8 @@ public enum ConfigFile {
                     do {
                         addresses.append(try ListenAddress(parsing: text))
                     } catch {
-                        throw ConfigurationError(source: source, key: key, value: TextLogHandlerJSON.string(text), reason: error.reason)
+                        throw ConfigurationError(
+                            source: source, key: key, value: TextLogHandlerJSON.string(text), reason: error.reason)
                     }
                 }
                 settings.server.listen = addresses
@@ -138,14 +152,18 @@ public enum ConfigFile {
             case "backlog": settings.server.backlog = try integer(key, value)
             case "unix-mode":
                 let text = try string(key, value)
-                guard let mode = UInt32(text, radix: 8), mode <= 0o777 else { throw fail(key, value, "expected an octal mode such as \"0660\"") }
+                guard let mode = UInt32(text, radix: 8), mode <= 0o777 else {
+                    throw fail(key, value, "expected an octal mode such as \"0660\"")
+                }
                 settings.server.unixMode = mode
             case "fd-store": settings.server.fileDescriptorStore = try boolean(key, value)
             case "handler": settings.handler = try choice(key, value, Settings.HandlerName.self)
             case "log-level": settings.logLevel = try choice(key, value, Logger.Level.self)
             case "log-format": settings.logFormat = try choice(key, value, Settings.LogFormat.self)
             case "echo":
-                guard value.type == .table, let table = value.table else { throw fail(key, value, "expected a table [echo]") }
+                guard value.type == .table, let table = value.table else {
+                    throw fail(key, value, "expected a table [echo]")
+                }
                 for (echoKey, echoValue) in table {
                     try applyEcho("echo." + echoKey, echoValue, to: &settings.echo)
                 }
@@ -155,22 +173,32 @@ public enum ConfigFile {
         }
 
         func applyListeners(_ value: any TOMLValueConvertible, to settings: inout Settings) throws(ConfigurationError) {
-            guard value.type == .table, let table = value.table else { throw fail("listeners", value, "expected tables [listeners.NAME]") }
+            guard value.type == .table, let table = value.table else {
+                throw fail("listeners", value, "expected tables [listeners.NAME]")
+            }
             for (name, entry) in table {
                 let prefix = "listeners.\(name)"
-                guard entry.type == .table, let entryTable = entry.table else { throw fail(prefix, entry, "expected a table [\(prefix)]") }
-                var listener = settings.listeners[name] ?? Settings.ListenerSettings(handler: settings.handler, echo: settings.echo)
+                guard entry.type == .table, let entryTable = entry.table else {
+                    throw fail(prefix, entry, "expected a table [\(prefix)]")
+                }
+                var listener =
+                    settings.listeners[name]
+                    ?? Settings.ListenerSettings(handler: settings.handler, echo: settings.echo)
                 for (key, item) in entryTable {
                     switch key {
                     case "handler":
                         listener.handler = try choice(prefix + ".handler", item, Settings.HandlerName.self)
                     case "echo":
-                        guard item.type == .table, let echoTable = item.table else { throw fail(prefix + ".echo", item, "expected a table [\(prefix).echo]") }
+                        guard item.type == .table, let echoTable = item.table else {
+                            throw fail(prefix + ".echo", item, "expected a table [\(prefix).echo]")
+                        }
                         for (echoKey, echoValue) in echoTable {
                             do {
                                 try applyEcho("echo." + echoKey, echoValue, to: &listener.echo)
                             } catch {
-                                throw ConfigurationError(source: source, key: prefix + "." + error.key, value: error.value, reason: error.reason)
+                                throw ConfigurationError(
+                                    source: source, key: prefix + "." + error.key, value: error.value,
+                                    reason: error.reason)
                             }
                         }
                     default:
@@ -181,7 +209,9 @@ public enum ConfigFile {
             }
         }
 
-        func applyEcho(_ key: String, _ value: any TOMLValueConvertible, to echo: inout EchoConfiguration) throws(ConfigurationError) {
+        func applyEcho(_ key: String, _ value: any TOMLValueConvertible, to echo: inout EchoConfiguration)
+            throws(ConfigurationError)
+        {
             switch key {
             case "echo.keep-alive": echo.keepAlive = try boolean(key, value)
             case "echo.idle-timeout": echo.idleTimeout = try seconds(key, value)

@@ -23,10 +23,15 @@ public struct PreforkdCommand: ParsableCommand {
         version: version
     )
 
-    @Option(name: .long, help: ArgumentHelp("Read settings from this TOML file (re-read on SIGHUP).", valueName: "file"))
+    @Option(
+        name: .long, help: ArgumentHelp("Read settings from this TOML file (re-read on SIGHUP).", valueName: "file"))
     var config: String?
 
-    @Option(name: [.short, .long], help: ArgumentHelp("Listen on ADDR: 127.0.0.1:11000, [::1]:11000, *:11000 or unix:/path (repeatable; port 0 = ephemeral).", valueName: "addr"))
+    @Option(
+        name: [.short, .long],
+        help: ArgumentHelp(
+            "Listen on ADDR: 127.0.0.1:11000, [::1]:11000, *:11000 or unix:/path (repeatable; port 0 = ephemeral).",
+            valueName: "addr"))
     var listen: [String] = []
 
     @Option(name: [.short, .long], help: ArgumentHelp("Worker processes (default: number of CPUs).", valueName: "n"))
@@ -35,43 +40,76 @@ public struct PreforkdCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Most bytes taken by the initial read (default 1024).", valueName: "n"))
     var initialBytes: Int?
 
-    @Option(name: .long, help: ArgumentHelp("Seconds a new connection may take to send its first bytes; also bounds each later read (default 10).", valueName: "s"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Seconds a new connection may take to send its first bytes; also bounds each later read (default 10).",
+            valueName: "s"))
     var initialTimeout: Double?
 
-    @Option(name: .long, help: ArgumentHelp("Seconds a write may block on a client that does not read (default 30).", valueName: "s"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Seconds a write may block on a client that does not read (default 30).", valueName: "s"))
     var sendTimeout: Double?
 
-    @Option(name: .long, help: ArgumentHelp("Handler: \(Settings.HandlerName.allCases.map(\.rawValue).joined(separator: " | ")) (default echo).", valueName: "name"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Handler: \(Settings.HandlerName.allCases.map(\.rawValue).joined(separator: " | ")) (default echo).",
+            valueName: "name"))
     var handler: String?
 
-    @Option(name: .long, help: ArgumentHelp("Seconds to drain on SIGTERM or reload before SIGKILL (default 30).", valueName: "s"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Seconds to drain on SIGTERM or reload before SIGKILL (default 30).", valueName: "s"))
     var gracefulTimeout: Double?
 
-    @Option(name: .long, help: ArgumentHelp("Accept queue length of bound listeners (default 4096, clamped by the kernel).", valueName: "n"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Accept queue length of bound listeners (default 4096, clamped by the kernel).", valueName: "n"))
     var backlog: Int?
 
-    @Option(name: .long, help: ArgumentHelp("Octal permissions of unix socket files (default 0660).", valueName: "mode"))
+    @Option(
+        name: .long, help: ArgumentHelp("Octal permissions of unix socket files (default 0660).", valueName: "mode"))
     var unixMode: String?
 
-    @Flag(name: .long, inversion: .prefixedNo, help: "Hand self-bound listeners to systemd's fd store so a restart keeps them (default: on when $FDSTORE is set).")
+    @Flag(
+        name: .long, inversion: .prefixedNo,
+        help:
+            "Hand self-bound listeners to systemd's fd store so a restart keeps them (default: on when $FDSTORE is set)."
+    )
     var fdStore: Bool?
 
-    @Option(name: .long, help: ArgumentHelp("trace | debug | info | notice | warning | error | critical (default info).", valueName: "level"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "trace | debug | info | notice | warning | error | critical (default info).", valueName: "level"))
     var logLevel: String?
 
-    @Option(name: .long, help: ArgumentHelp("auto | text | json | journal (default auto: journal when stderr is journald's stream).", valueName: "format"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "auto | text | json | journal (default auto: journal when stderr is journald's stream).",
+            valueName: "format"))
     var logFormat: String?
 
     @Flag(name: .long, inversion: .prefixedNo, help: "Echo: serve further messages on a connection (default off).")
     var echoKeepAlive: Bool?
 
-    @Option(name: .long, help: ArgumentHelp("Echo: seconds to wait for the next message with keep-alive (default 15).", valueName: "s"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Echo: seconds to wait for the next message with keep-alive (default 15).", valueName: "s"))
     var echoIdleTimeout: Double?
 
-    @Option(name: .long, help: ArgumentHelp("Echo: largest message accepted, tag included (default 1048576).", valueName: "bytes"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Echo: largest message accepted, tag included (default 1048576).", valueName: "bytes"))
     var echoMaxMessageBytes: Int?
 
-    @Option(name: .long, help: ArgumentHelp("Echo: seconds a whole message may take to arrive (default 30).", valueName: "s"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Echo: seconds a whole message may take to arrive (default 30).", valueName: "s"))
     var echoMessageTimeout: Double?
 
     @Flag(name: .long, help: "Validate everything, print the effective configuration, and exit.")
@@ -153,25 +191,32 @@ public struct PreforkdCommand: ParsableCommand {
         if let fdStore { settings.server.fileDescriptorStore = fdStore }
         if let unixMode {
             guard let mode = UInt32(unixMode, radix: 8), mode <= 0o777 else {
-                throw ConfigurationError(key: "--unix-mode", value: unixMode, reason: "expected an octal mode such as 0660")
+                throw ConfigurationError(
+                    key: "--unix-mode", value: unixMode, reason: "expected an octal mode such as 0660")
             }
             settings.server.unixMode = mode
         }
         if let handler {
             guard let name = Settings.HandlerName(rawValue: handler) else {
-                throw ConfigurationError(key: "--handler", value: handler, reason: "expected one of \(Settings.HandlerName.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw ConfigurationError(
+                    key: "--handler", value: handler,
+                    reason: "expected one of \(Settings.HandlerName.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             settings.handler = name
         }
         if let logLevel {
             guard let level = Logger.Level(rawValue: logLevel) else {
-                throw ConfigurationError(key: "--log-level", value: logLevel, reason: "expected one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw ConfigurationError(
+                    key: "--log-level", value: logLevel,
+                    reason: "expected one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             settings.logLevel = level
         }
         if let logFormat {
             guard let format = Settings.LogFormat(rawValue: logFormat) else {
-                throw ConfigurationError(key: "--log-format", value: logFormat, reason: "expected one of \(Settings.LogFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw ConfigurationError(
+                    key: "--log-format", value: logFormat,
+                    reason: "expected one of \(Settings.LogFormat.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             settings.logFormat = format
         }

@@ -50,7 +50,8 @@ public struct Settings: Equatable, Sendable {
             do {
                 try listener.echo.validate()
             } catch {
-                throw ConfigurationError(key: "listeners.\(name).\(error.key)", value: error.value, reason: error.reason)
+                throw ConfigurationError(
+                    key: "listeners.\(name).\(error.key)", value: error.value, reason: error.reason)
             }
         }
     }

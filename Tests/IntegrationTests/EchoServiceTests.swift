@@ -5,7 +5,9 @@ import Testing
 /// The seed's exchange and the echo protocol against the real binary.
 @Suite struct EchoServiceTests {
     @Test func seedExchangeWithATenByteInitialRead() throws {
-        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "2", "--initial-bytes", "10", "--log-level", "debug"])
+        let daemon = try Daemon([
+            "--listen", "127.0.0.1:0", "--workers", "2", "--initial-bytes", "10", "--log-level", "debug",
+        ])
         defer { daemon.stop() }
         let ready = try daemon.waitForReady()
         let port = try daemon.port()
@@ -13,7 +15,10 @@ import Testing
         #expect(try Client.exchange(port: port, message) == message)
         try daemon.waitForLog("Size of data transferred is 10")
         // READY=1 came from the supervisor itself, with a status line naming the address.
-        #expect(ready.contains { $0.pid == daemon.pid && $0.text.contains("STATUS=") && $0.text.contains("127.0.0.1:\(port)") })
+        #expect(
+            ready.contains {
+                $0.pid == daemon.pid && $0.text.contains("STATUS=") && $0.text.contains("127.0.0.1:\(port)")
+            })
     }
 
     @Test func manyConcurrentClientsAllServedByEveryWorker() throws {
@@ -33,10 +38,14 @@ import Testing
         let workers = daemon.workerPIDs()
         #expect(workers.count == 3)
         try waitUntil("log lines from every worker") {
-            workers.allSatisfy { daemon.log.contains("[\($0)] worker") && daemon.log.contains("Size of data transferred") }
+            workers.allSatisfy {
+                daemon.log.contains("[\($0)] worker") && daemon.log.contains("Size of data transferred")
+            }
         }
         for pid in workers {
-            let served = daemon.log.split(separator: "\n").filter { $0.contains("[\(pid)]") && $0.contains("Size of data transferred") }
+            let served = daemon.log.split(separator: "\n").filter {
+                $0.contains("[\(pid)]") && $0.contains("Size of data transferred")
+            }
             #expect(served.count > 0, "worker \(pid) served nothing")
         }
     }
@@ -125,6 +134,14 @@ import Testing
 final class Counter: @unchecked Sendable {
     private let lock = NSLock()
     private var count = 0
-    func increment() { lock.lock(); count += 1; lock.unlock() }
-    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
+    func increment() {
+        lock.lock()
+        count += 1
+        lock.unlock()
+    }
+    var value: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return count
+    }
 }

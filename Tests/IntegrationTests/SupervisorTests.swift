@@ -46,7 +46,9 @@ import Testing
     }
 
     @Test func stragglersAreKilledAfterTheGracefulTimeout() throws {
-        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1", "--graceful-timeout", "0.5", "--initial-timeout", "30"])
+        let daemon = try Daemon([
+            "--listen", "127.0.0.1:0", "--workers", "1", "--graceful-timeout", "0.5", "--initial-timeout", "30",
+        ])
         defer { daemon.stop() }
         try daemon.waitForReady()
         let port = try daemon.port()
@@ -117,12 +119,17 @@ import Testing
         try "listen = \"127.0.0.1:0\"\nworkers = 3\n".write(toFile: config, atomically: true, encoding: .utf8)
         daemon.signal(SIGHUP)
         try daemon.notify.waitFor("RELOADING=1", from: daemon.pid)
-        try waitUntil("a second READY=1") { daemon.notify.poll(seconds: 0.05); return daemon.notify.count(of: "READY=1", from: daemon.pid) == 2 }
+        try waitUntil("a second READY=1") {
+            daemon.notify.poll(seconds: 0.05)
+            return daemon.notify.count(of: "READY=1", from: daemon.pid) == 2
+        }
         try waitUntil("the new generation alone") {
             let now = daemon.workerPIDs()
             return now.count == 3 && Set(now).isDisjoint(with: first)
         }
-        #expect(try Client.exchange(port: port, "after reload<EOF>") == "after reload<EOF>", "the listener is kept across the reload")
+        #expect(
+            try Client.exchange(port: port, "after reload<EOF>") == "after reload<EOF>",
+            "the listener is kept across the reload")
         let reloading = daemon.notify.received.first { $0.assignments.contains("RELOADING=1") }
         #expect(reloading?.assignments.contains { $0.hasPrefix("MONOTONIC_USEC=") } == true)
     }
@@ -131,7 +138,8 @@ import Testing
 /// Workers busy with a connection, from the supervisor's STATUS= line.
 func busyWorkers(_ daemon: Daemon) throws -> Int {
     daemon.notify.poll(seconds: 0.05)
-    guard let status = daemon.notify.received.last(where: { $0.text.contains("STATUS=") && $0.text.contains("busy") }) else { return -1 }
+    guard let status = daemon.notify.received.last(where: { $0.text.contains("STATUS=") && $0.text.contains("busy") })
+    else { return -1 }
     let text = status.text
     guard let range = text.range(of: " busy") else { return -1 }
     let before = text[..<range.lowerBound].split(separator: " ").last ?? ""
@@ -147,8 +155,11 @@ func busyWorkers(_ daemon: Daemon) throws -> Int {
     static let hugeBuffer = "1073741824"
 
     @Test func workersThatCannotBootStopTheDaemonWithAFailureStatus() throws {
-        let daemon = try Daemon([Self.limit, Binaries.preforkd, "--listen", "127.0.0.1:0", "--workers", "2",
-                                 "--echo-max-message-bytes", Self.hugeBuffer], binary: "/usr/bin/prlimit")
+        let daemon = try Daemon(
+            [
+                Self.limit, Binaries.preforkd, "--listen", "127.0.0.1:0", "--workers", "2",
+                "--echo-max-message-bytes", Self.hugeBuffer,
+            ], binary: "/usr/bin/prlimit")
         defer { daemon.stop() }
         #expect(try daemon.waitForExit(seconds: 30) == 1)
         #expect(daemon.log.contains("handler failed to start: cannot allocate the 1073741824-byte message buffer"))
@@ -179,7 +190,8 @@ func busyWorkers(_ daemon: Daemon) throws -> Int {
             daemon.notify.poll(seconds: 0.05)
             return daemon.notify.count(of: "READY=1", from: daemon.pid) == 2
         }
-        #expect(daemon.notify.received.last { $0.assignments.contains("READY=1") }?.text.contains("Reload failed") == true)
+        #expect(
+            daemon.notify.received.last { $0.assignments.contains("READY=1") }?.text.contains("Reload failed") == true)
         #expect(try Client.exchange(port: port, "still here<EOF>") == "still here<EOF>")
         try waitUntil("only the old generation") { Set(daemon.workerPIDs()) == Set(serving) }
         // A good config afterwards reloads normally.
@@ -203,7 +215,8 @@ func busyWorkers(_ daemon: Daemon) throws -> Int {
         let daemon = try Daemon(["--config", config])
         defer { daemon.stop() }
         try daemon.waitForReady()
-        try "listen = [\"127.0.0.1:\(first)\", \"127.0.0.1:\(second)\"]\nworkers = 2\n".write(toFile: config, atomically: true, encoding: .utf8)
+        try "listen = [\"127.0.0.1:\(first)\", \"127.0.0.1:\(second)\"]\nworkers = 2\n".write(
+            toFile: config, atomically: true, encoding: .utf8)
         daemon.signal(SIGHUP)
         try waitUntil("READY=1 after adding a listener") {
             daemon.notify.poll(seconds: 0.05)

@@ -13,8 +13,12 @@ import Testing
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
         return UInt16(bigEndian: address.sin_port)
     }
 
@@ -35,10 +39,14 @@ import Testing
     }
 
     @Test func watchdogIsPingedAtReadyAndEveryHalfInterval() throws {
-        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1"], environment: ["WATCHDOG_USEC": "400000"])
+        let daemon = try Daemon(
+            ["--listen", "127.0.0.1:0", "--workers", "1"], environment: ["WATCHDOG_USEC": "400000"])
         defer { daemon.stop() }
         let ready = try daemon.waitForReady()
-        #expect(ready.contains { $0.pid == daemon.pid && $0.assignments.contains("READY=1") && $0.assignments.contains("WATCHDOG=1") })
+        #expect(
+            ready.contains {
+                $0.pid == daemon.pid && $0.assignments.contains("READY=1") && $0.assignments.contains("WATCHDOG=1")
+            })
         try waitUntil("four watchdog pings", seconds: 10) {
             daemon.notify.poll(seconds: 0.05)
             return daemon.notify.count(of: "WATCHDOG=1", from: daemon.pid) >= 4
@@ -46,7 +54,9 @@ import Testing
     }
 
     @Test func watchdogForAnotherProcessIsIgnored() throws {
-        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1"], environment: ["WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"])
+        let daemon = try Daemon(
+            ["--listen", "127.0.0.1:0", "--workers", "1"],
+            environment: ["WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"])
         defer { daemon.stop() }
         try daemon.waitForReady()
         daemon.notify.poll(seconds: 0.5)
@@ -58,15 +68,18 @@ import Testing
         let admin = Self.freePort()
         let config = NSTemporaryDirectory() + "preforkd-activation-\(UInt32.random(in: 0...UInt32.max)).toml"
         try """
-            listen = "127.0.0.1:1"   # not bound: activated sockets take precedence
-            workers = 2
-            [listeners.admin.echo]
-            keep-alive = true
-            """.write(toFile: config, atomically: true, encoding: .utf8)
+        listen = "127.0.0.1:1"   # not bound: activated sockets take precedence
+        workers = 2
+        [listeners.admin.echo]
+        keep-alive = true
+        """.write(toFile: config, atomically: true, encoding: .utf8)
         defer { unlink(config) }
         let daemon = try Daemon(
-            ["-l", "127.0.0.1:\(web)", "--fdname=web", "-l", "127.0.0.1:\(admin)", "--fdname=admin", "-E", "NOTIFY_SOCKET",
-             Binaries.preforkd, "--config", config],
+            [
+                "-l", "127.0.0.1:\(web)", "--fdname=web", "-l", "127.0.0.1:\(admin)", "--fdname=admin", "-E",
+                "NOTIFY_SOCKET",
+                Binaries.preforkd, "--config", config,
+            ],
             binary: "/usr/bin/systemd-socket-activate")
         defer { daemon.stop() }
         // Without --accept, systemd-socket-activate execs preforkd on the first connection.
@@ -109,7 +122,8 @@ import Testing
         defer { daemon.stop() }
         try daemon.waitForReady()
         let stored = daemon.notify.received.first {
-            $0.pid == daemon.pid && $0.assignments.contains("FDSTORE=1") && $0.assignments.contains("FDNAME=stored-127.0.0.1_0")
+            $0.pid == daemon.pid && $0.assignments.contains("FDSTORE=1")
+                && $0.assignments.contains("FDNAME=stored-127.0.0.1_0")
         }
         #expect(stored?.passed.count == 1, "the listening socket itself is passed along")
         // Without --fd-store (and no $FDSTORE) nothing is offered.
@@ -121,7 +135,9 @@ import Testing
 
     @Test func journaldEntriesCarryStructuredFields() throws {
         try Journald.with {
-            let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1", "--log-format", "journal", "--log-level", "debug"])
+            let daemon = try Daemon([
+                "--listen", "127.0.0.1:0", "--workers", "1", "--log-format", "journal", "--log-level", "debug",
+            ])
             defer { daemon.stop() }
             try daemon.waitForReady()
             let port = try daemon.portFromStatus()
@@ -142,7 +158,11 @@ import Testing
             #expect((entry["CODE_FILE"] as? String).map { $0.contains("Prefork/") && $0.hasSuffix(".swift") } == true)
             #expect(Int(entry["CODE_LINE"] as? String ?? "") != nil)
             let supervisor = try Journald.entries(["SYSLOG_IDENTIFIER=preforkd", "_PID=\(daemon.pid)"])
-            #expect(supervisor.contains { ($0["MESSAGE"] as? String)?.hasPrefix("Listening on 127.0.0.1:\(port)") == true && $0["ORIGIN"] as? String == "bound" })
+            #expect(
+                supervisor.contains {
+                    ($0["MESSAGE"] as? String)?.hasPrefix("Listening on 127.0.0.1:\(port)") == true
+                        && $0["ORIGIN"] as? String == "bound"
+                })
         }
     }
 }
@@ -152,7 +172,9 @@ extension Daemon {
     /// not text.
     func portFromStatus() throws -> UInt16 {
         let status = notify.received.first { $0.text.contains("listening on 127.0.0.1:") }?.text ?? ""
-        guard let range = status.range(of: "listening on 127.0.0.1:") else { throw Timeout(what: "a status line with the address") }
+        guard let range = status.range(of: "listening on 127.0.0.1:") else {
+            throw Timeout(what: "a status line with the address")
+        }
         return UInt16(status[range.upperBound...].prefix { $0.isNumber }) ?? 0
     }
 }

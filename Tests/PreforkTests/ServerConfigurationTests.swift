@@ -33,7 +33,8 @@ import Testing
     }
 
     @Test func errorDescriptionNamesSourceKeyAndValue() {
-        let error = ConfigurationError(source: "/etc/preforkd.toml", key: "workers", value: "0", reason: "must be between 1 and 512")
+        let error = ConfigurationError(
+            source: "/etc/preforkd.toml", key: "workers", value: "0", reason: "must be between 1 and 512")
         #expect(error.description == "/etc/preforkd.toml: workers = 0: must be between 1 and 512")
     }
 }

@@ -12,7 +12,8 @@ import Testing
     }
 
     @Test func everyKeyIsRead() throws {
-        let settings = try apply("""
+        let settings = try apply(
+            """
             listen = ["127.0.0.1:1234", "[::1]:0", "unix:/tmp/x.sock"]
             workers = 3
             initial-bytes = 10
@@ -50,11 +51,17 @@ import Testing
         ("workrs = 4", "test.toml: workrs = 4: unknown key"),
         ("workers = \"four\"", "test.toml: workers = \"four\": expected an integer, got a string"),
         ("workers = 0", "workers = 0: must be between 1 and 512"),
-        ("listen = [\"localhost:80\"]", "test.toml: listen = \"localhost:80\": 'localhost' is not an IPv4 address (use an address, not a host name)"),
+        (
+            "listen = [\"localhost:80\"]",
+            "test.toml: listen = \"localhost:80\": 'localhost' is not an IPv4 address (use an address, not a host name)"
+        ),
         ("handler = \"nope\"", "test.toml: handler = \"nope\": expected one of echo"),
         ("[echo]\nkeep-alive = 1", "test.toml: echo.keep-alive = 1: expected true or false, got a integer"),
         ("[echo]\nbogus = 1", "test.toml: echo.bogus = 1: unknown key"),
-        ("initial-timeout = \"soon\"", "test.toml: initial-timeout = \"soon\": expected a number of seconds, got a string"),
+        (
+            "initial-timeout = \"soon\"",
+            "test.toml: initial-timeout = \"soon\": expected a number of seconds, got a string"
+        ),
         ("unix-mode = \"999\"", "test.toml: unix-mode = \"999\": expected an octal mode such as \"0660\""),
     ])
     func badValuesGiveOneLineNamingKeyAndValue(text: String, message: String) {
@@ -74,7 +81,9 @@ import Testing
     @Test func commandLineOverridesTheFileAndNamesItsFlag() throws {
         let command = try PreforkdCommand.parse(["--workers", "0"])
         #expect { _ = try command.loadSettings() } throws: { "\($0)" == "--workers = 0: must be between 1 and 512" }
-        let ok = try PreforkdCommand.parse(["-w", "2", "-l", "[::1]:9", "--echo-keep-alive", "--echo-max-message-bytes", "64"])
+        let ok = try PreforkdCommand.parse([
+            "-w", "2", "-l", "[::1]:9", "--echo-keep-alive", "--echo-max-message-bytes", "64",
+        ])
         let settings = try ok.loadSettings()
         #expect(settings.server.workers == 2)
         #expect(settings.server.listen == [.ipv6(host: "::1", port: 9)])

@@ -44,7 +44,8 @@ public struct ServerConfiguration: Sendable, Equatable {
         try Self.check("send-timeout", sendTimeout, 0.001...86400)
         try Self.check("graceful-timeout", gracefulTimeout, 0...86400)
         guard unixMode <= 0o777 else {
-            throw ConfigurationError(key: "unix-mode", value: String(unixMode, radix: 8), reason: "must be an octal mode from 0 to 777")
+            throw ConfigurationError(
+                key: "unix-mode", value: String(unixMode, radix: 8), reason: "must be an octal mode from 0 to 777")
         }
         guard !listen.isEmpty else {
             throw ConfigurationError(key: "listen", value: "[]", reason: "needs at least one address")

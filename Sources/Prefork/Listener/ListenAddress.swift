@@ -20,7 +20,9 @@ public enum ListenAddress: Sendable, Hashable, CustomStringConvertible {
         if text.hasPrefix("unix:") {
             let path = String(text.dropFirst(5))
             guard path.hasPrefix("/") else { throw ListenAddressError(text, "a unix socket path must be absolute") }
-            guard path.utf8.count < 108 else { throw ListenAddressError(text, "a unix socket path must be shorter than 108 bytes") }
+            guard path.utf8.count < 108 else {
+                throw ListenAddressError(text, "a unix socket path must be shorter than 108 bytes")
+            }
             self = .unix(path: path)
             return
         }
@@ -36,7 +38,9 @@ public enum ListenAddress: Sendable, Hashable, CustomStringConvertible {
             self = .any(port: port)
         } else if host.hasPrefix("[") && host.hasSuffix("]") {
             let inner = String(host.dropFirst().dropLast())
-            guard SocketAddress.isValidIPv6(inner) else { throw ListenAddressError(text, "'\(inner)' is not an IPv6 address") }
+            guard SocketAddress.isValidIPv6(inner) else {
+                throw ListenAddressError(text, "'\(inner)' is not an IPv6 address")
+            }
             self = .ipv6(host: inner, port: port)
         } else if SocketAddress.isValidIPv4(host) {
             self = .ipv4(host: host, port: port)

@@ -27,14 +27,19 @@ enum ListenerAcquisition {
         _ configuration: ServerConfiguration, inherited: [ActivatedSocket], logger: Logger
     ) throws(StartupError) -> [Listener] {
         for socket in inherited where !socket.isListeningStream {
-            throw StartupError(.configuration, "socket fd \(socket.fileDescriptor) (\(socket.name), \(socket.localAddress)) passed by the service manager is not a listening stream socket")
+            throw StartupError(
+                .configuration,
+                "socket fd \(socket.fileDescriptor) (\(socket.name), \(socket.localAddress)) passed by the service manager is not a listening stream socket"
+            )
         }
         let stored = inherited.filter { $0.name.hasPrefix(storedPrefix) }
         let activated = inherited.filter { !$0.name.hasPrefix(storedPrefix) }
         if !activated.isEmpty {
             for socket in stored { discardStored(socket) }
             if configuration.listen != [.default] {
-                logger.info("Using the \(activated.count) sockets passed by systemd; the configured listen addresses are not bound")
+                logger.info(
+                    "Using the \(activated.count) sockets passed by systemd; the configured listen addresses are not bound"
+                )
             }
             return activated.map { Listener(adopting: $0.fileDescriptor, name: $0.name, origin: .activated) }
         }
@@ -44,9 +49,14 @@ enum ListenerAcquisition {
             for address in configuration.listen {
                 if let index = unused.firstIndex(where: { $0.name == storedName(for: address) }) {
                     let socket = unused.remove(at: index)
-                    listeners.append(Listener(adopting: socket.fileDescriptor, name: address.description, origin: .stored, configured: address))
+                    listeners.append(
+                        Listener(
+                            adopting: socket.fileDescriptor, name: address.description, origin: .stored,
+                            configured: address))
                 } else {
-                    listeners.append(try Listener.bind(address, backlog: Int32(configuration.backlog), unixMode: mode_t(configuration.unixMode)))
+                    listeners.append(
+                        try Listener.bind(
+                            address, backlog: Int32(configuration.backlog), unixMode: mode_t(configuration.unixMode)))
                 }
             }
         } catch {

@@ -20,8 +20,10 @@ public struct TextLogHandler: LogHandler {
     private let fileDescriptor: Int32
 
     /// Creates a handler writing to `fileDescriptor` (stderr by default).
-    public init(level: Logger.Level = .info, format: Format = .text, fileDescriptor: Int32 = 2,
-                metadataProvider: Logger.MetadataProvider? = nil) {
+    public init(
+        level: Logger.Level = .info, format: Format = .text, fileDescriptor: Int32 = 2,
+        metadataProvider: Logger.MetadataProvider? = nil
+    ) {
         self.logLevel = level
         self.format = format
         self.fileDescriptor = fileDescriptor

@@ -78,7 +78,9 @@ final class Supervisor {
     /// The generation whose readiness has been announced.
     private var announcedGeneration = 0
 
-    init(setup: ServerSetup, inherited: [ActivatedSocket], loader: @escaping PreforkServer.Loader, logger: Logger) throws(StartupError) {
+    init(setup: ServerSetup, inherited: [ActivatedSocket], loader: @escaping PreforkServer.Loader, logger: Logger)
+        throws(StartupError)
+    {
         self.setup = setup
         self.loader = loader
         self.logger = logger
@@ -105,9 +107,12 @@ final class Supervisor {
     /// Logs a new listener and, when preforkd bound it, hands a copy to systemd's fd store so a
     /// restart finds it again (kept only where the unit sets FileDescriptorStoreMax=).
     private func announce(_ listener: Listener) {
-        logger.info("Listening on \(listener.address)", metadata: ["listener": "\(listener.name)", "origin": "\(listener.origin.rawValue)"])
+        logger.info(
+            "Listening on \(listener.address)",
+            metadata: ["listener": "\(listener.name)", "origin": "\(listener.origin.rawValue)"])
         if listener.origin == .bound, setup.configuration.fileDescriptorStore, let address = listener.configured,
-           reporter.store(listener.fileDescriptor, name: ListenerAcquisition.storedName(for: address)) {
+            reporter.store(listener.fileDescriptor, name: ListenerAcquisition.storedName(for: address))
+        {
             storedInManager.insert(listener.fileDescriptor)
         }
     }
@@ -145,7 +150,8 @@ final class Supervisor {
         }
         for listener in listeners where listener.origin != .activated {
             // On a stop the store keeps its copy for the next start: close ours, keep the file.
-            listener.close(unlinkingSocketFile: listener.origin == .bound && !storedInManager.contains(listener.fileDescriptor))
+            listener.close(
+                unlinkingSocketFile: listener.origin == .bound && !storedInManager.contains(listener.fileDescriptor))
         }
         logger.info("Stopped", metadata: ["connections": "\(totalConnections)"])
         return exitCode
@@ -261,7 +267,8 @@ final class Supervisor {
             newListeners = try reconcileListeners(next.configuration)
             try Self.prepare(newListeners, next.configuration)
         } catch {
-            for listener in newListeners where !listeners.contains(where: { $0.fileDescriptor == listener.fileDescriptor }) {
+            for listener in newListeners
+            where !listeners.contains(where: { $0.fileDescriptor == listener.fileDescriptor }) {
                 listener.close(unlinkingSocketFile: true)
             }
             logger.error("SIGHUP: reload rejected, keeping generation \(generation): \(error)")
@@ -270,8 +277,9 @@ final class Supervisor {
         reporter.reloading()
         let added = newListeners.filter { new in !listeners.contains { $0.fileDescriptor == new.fileDescriptor } }
         let removed = listeners.filter { old in !newListeners.contains { $0.fileDescriptor == old.fileDescriptor } }
-        pendingReload = PendingReload(setup: setup, generation: generation, targetWorkers: targetWorkers,
-                                      listeners: listeners, removed: removed, added: added)
+        pendingReload = PendingReload(
+            setup: setup, generation: generation, targetWorkers: targetWorkers,
+            listeners: listeners, removed: removed, added: added)
         for listener in added { announce(listener) }
         listeners = newListeners
         setup = next
@@ -286,7 +294,8 @@ final class Supervisor {
 
     /// The new generation of a reload cannot boot: stop it, and go back to the one that serves.
     private func rollBackReload(_ pending: PendingReload, reason: String) {
-        logger.error("Reload abandoned: generation \(generation) \(reason); generation \(pending.generation) keeps serving")
+        logger.error(
+            "Reload abandoned: generation \(generation) \(reason); generation \(pending.generation) keeps serving")
         let abandoned = generation
         retire { $0.generation == abandoned }
         for listener in pending.added { release(listener) }
@@ -316,7 +325,8 @@ final class Supervisor {
                 continue
             }
             do {
-                let listener = try Listener.bind(address, backlog: Int32(configuration.backlog), unixMode: mode_t(configuration.unixMode))
+                let listener = try Listener.bind(
+                    address, backlog: Int32(configuration.backlog), unixMode: mode_t(configuration.unixMode))
                 bound.append(listener)
                 result.append(listener)
             } catch {
@@ -361,7 +371,8 @@ final class Supervisor {
         if child == 0 { runWorker(slot: slot) }
         scoreboard.claim(slot, pid: child, generation: generation)
         workers[child] = WorkerRecord(pid: child, slot: slot, generation: generation, startedAt: Monotonic.now())
-        logger.debug("Forked worker \(slot + 1)", metadata: ["worker.pid": "\(child)", "worker.generation": "\(generation)"])
+        logger.debug(
+            "Forked worker \(slot + 1)", metadata: ["worker.pid": "\(child)", "worker.generation": "\(generation)"])
         return true
     }
 
@@ -384,16 +395,18 @@ final class Supervisor {
         workerLogger[metadataKey: "worker.pid"] = "\(getpid())"
         workerLogger[metadataKey: "worker.generation"] = "\(generation)"
         let context = WorkerContext(workerNumber: slot + 1, generation: generation, logger: workerLogger)
-        Self.startWorker(setup.handler, listeners: listeners, configuration: setup.configuration,
-                         context: context, slot: scoreSlot, slotIndex: slot, bootPipe: bootPipe.write)
+        Self.startWorker(
+            setup.handler, listeners: listeners, configuration: setup.configuration,
+            context: context, slot: scoreSlot, slotIndex: slot, bootPipe: bootPipe.write)
     }
 
     private static func startWorker<H: ConnectionHandler>(
         _ handler: H, listeners: [Listener], configuration: ServerConfiguration, context: WorkerContext,
         slot: UnsafeMutablePointer<pf_slot>, slotIndex: Int, bootPipe: Int32
     ) -> Never {
-        var worker = Worker(handler: handler, listeners: listeners, initialBytes: configuration.initialBytes,
-                            context: context, slot: SlotWriter(slot: slot), bootPipe: bootPipe, slotIndex: slotIndex)
+        var worker = Worker(
+            handler: handler, listeners: listeners, initialBytes: configuration.initialBytes,
+            context: context, slot: SlotWriter(slot: slot), bootPipe: bootPipe, slotIndex: slotIndex)
         worker.run()
     }
 
@@ -422,7 +435,8 @@ final class Supervisor {
         let metadata: Logger.Metadata = ["worker.pid": "\(record.pid)", "worker.generation": "\(record.generation)"]
         if record.retiring {
             logger.debug("Worker \(record.number) exited (\(how))", metadata: metadata)
-            if record.generation != generation, !workers.values.contains(where: { $0.generation == record.generation }) {
+            if record.generation != generation, !workers.values.contains(where: { $0.generation == record.generation })
+            {
                 logger.info("Generation \(record.generation) drained")
             }
             return
@@ -432,9 +446,12 @@ final class Supervisor {
         let exitStatus = (status >> 8) & 0xff
         if !record.booted || (exitedNormally && exitStatus == WorkerExitStatus.bootFailure.rawValue) {
             consecutiveBootFailures += 1
-            logger.error("Worker \(record.number) failed to boot (\(how)); \(consecutiveBootFailures) in a row", metadata: metadata)
+            logger.error(
+                "Worker \(record.number) failed to boot (\(how)); \(consecutiveBootFailures) in a row",
+                metadata: metadata)
             if consecutiveBootFailures >= Self.maximumBootFailures, let pending = pendingReload,
-               workers.values.contains(where: { $0.generation == pending.generation }) {
+                workers.values.contains(where: { $0.generation == pending.generation })
+            {
                 rollBackReload(pending, reason: "failed to boot \(consecutiveBootFailures) times in a row")
                 return
             }

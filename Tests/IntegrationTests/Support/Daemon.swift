@@ -106,7 +106,8 @@ final class Daemon {
     @discardableResult
     func waitForExit(seconds: Double = 15) throws -> Int32 {
         try waitUntil("preforkd to exit", seconds: seconds) { !process.isRunning }
-        let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+        let status =
+            process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
         exitStatus = status
         return status
     }
@@ -138,7 +139,7 @@ enum ProcessTable {
     /// The parent pid of `pid` from /proc/PID/stat, nil when gone.
     static func parentPID(of pid: Int32) -> Int32? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")")
+            let close = stat.lastIndex(of: ")")
         else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         guard fields.count > 2, fields[0] != "Z" else { return nil }  // a zombie is as good as gone

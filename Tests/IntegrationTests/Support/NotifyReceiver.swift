@@ -44,7 +44,9 @@ final class NotifyReceiver: @unchecked Sendable {
             raw[bytes.count] = 0
         }
         let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
         let thread = Thread { [self] in readUntilClosed() }
@@ -123,7 +125,9 @@ final class NotifyReceiver: @unchecked Sendable {
     /// Waits until a datagram from `pid` contains the assignment `assignment`; returns all
     /// datagrams received so far. `check` runs between polls (to give up early).
     @discardableResult
-    func waitFor(_ assignment: String, from pid: Int32, seconds: Double = 10, check: () throws -> Void = {}) throws -> [Datagram] {
+    func waitFor(_ assignment: String, from pid: Int32, seconds: Double = 10, check: () throws -> Void = {}) throws
+        -> [Datagram]
+    {
         let deadline = Date().addingTimeInterval(seconds)
         while true {
             if received.contains(where: { $0.pid == pid && $0.assignments.contains(assignment) }) { return received }
