@@ -178,15 +178,15 @@ public struct PreforkdCommand: ParsableCommand {
             }
             settings.server.listen = addresses
         }
-        try check("--workers", workers) { settings.server.workers = $0 }
-        try check("--initial-bytes", initialBytes) { settings.server.initialBytes = $0 }
-        try check("--initial-timeout", initialTimeout) { settings.server.initialTimeout = $0 }
-        try check("--send-timeout", sendTimeout) { settings.server.sendTimeout = $0 }
-        try check("--graceful-timeout", gracefulTimeout) { settings.server.gracefulTimeout = $0 }
-        try check("--backlog", backlog) { settings.server.backlog = $0 }
-        try check("--echo-idle-timeout", echoIdleTimeout) { settings.echo.idleTimeout = $0 }
-        try check("--echo-max-message-bytes", echoMaxMessageBytes) { settings.echo.maxMessageBytes = $0 }
-        try check("--echo-message-timeout", echoMessageTimeout) { settings.echo.messageTimeout = $0 }
+        if let workers { settings.server.workers = workers }
+        if let initialBytes { settings.server.initialBytes = initialBytes }
+        if let initialTimeout { settings.server.initialTimeout = initialTimeout }
+        if let sendTimeout { settings.server.sendTimeout = sendTimeout }
+        if let gracefulTimeout { settings.server.gracefulTimeout = gracefulTimeout }
+        if let backlog { settings.server.backlog = backlog }
+        if let echoIdleTimeout { settings.echo.idleTimeout = echoIdleTimeout }
+        if let echoMaxMessageBytes { settings.echo.maxMessageBytes = echoMaxMessageBytes }
+        if let echoMessageTimeout { settings.echo.messageTimeout = echoMessageTimeout }
         if let echoKeepAlive { settings.echo.keepAlive = echoKeepAlive }
         if let fdStore { settings.server.fileDescriptorStore = fdStore }
         if let unixMode {
@@ -196,35 +196,20 @@ public struct PreforkdCommand: ParsableCommand {
             }
             settings.server.unixMode = mode
         }
-        if let handler {
-            guard let name = Settings.HandlerName(rawValue: handler) else {
-                throw ConfigurationError(
-                    key: "--handler", value: handler,
-                    reason: "expected one of \(Settings.HandlerName.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            settings.handler = name
-        }
-        if let logLevel {
-            guard let level = Logger.Level(rawValue: logLevel) else {
-                throw ConfigurationError(
-                    key: "--log-level", value: logLevel,
-                    reason: "expected one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            settings.logLevel = level
-        }
-        if let logFormat {
-            guard let format = Settings.LogFormat(rawValue: logFormat) else {
-                throw ConfigurationError(
-                    key: "--log-format", value: logFormat,
-                    reason: "expected one of \(Settings.LogFormat.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            settings.logFormat = format
-        }
+        if let handler { settings.handler = try choice("--handler", handler, Settings.HandlerName.self) }
+        if let logLevel { settings.logLevel = try choice("--log-level", logLevel, Logger.Level.self) }
+        if let logFormat { settings.logFormat = try choice("--log-format", logFormat, Settings.LogFormat.self) }
     }
 
-    /// Applies a command-line value; a value a later check refuses is reported under its flag.
-    private func check<T>(_ flag: String, _ value: T?, _ apply: (T) -> Void) throws(ConfigurationError) {
-        if let value { apply(value) }
+    /// One of a fixed set of names, or an error listing them.
+    private func choice<T: RawRepresentable & CaseIterable>(
+        _ flag: String, _ text: String, _: T.Type
+    ) throws(ConfigurationError) -> T where T.RawValue == String {
+        guard let value = T(rawValue: text) else {
+            let names = T.allCases.map(\.rawValue).joined(separator: ", ")
+            throw ConfigurationError(key: flag, value: text, reason: "expected one of \(names)")
+        }
+        return value
     }
 
     private func fatal(_ code: PreforkExitCode, _ message: String) -> ExitCode {

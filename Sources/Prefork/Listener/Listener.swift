@@ -86,13 +86,7 @@ public final class Listener: Sendable, Equatable {
         case .unix(let path):
             try removeStaleUnixSocket(at: path, text)
             let fd = try makeSocket(AF_UNIX, text)
-            var sun = sockaddr_un()
-            sun.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &sun.sun_path) { raw in
-                let bytes = Array(path.utf8)
-                raw.copyBytes(from: bytes)
-                raw[bytes.count] = 0
-            }
+            var sun = SocketAddress.unix(path)
             try bindAndListen(
                 fd, &sun, backlog: backlog, text,
                 beforeListen: { () throws(SystemCallError) in
@@ -188,13 +182,7 @@ public final class Listener: Sendable, Equatable {
         let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard probe >= 0 else { throw SystemCallError.current("socket", text) }
         defer { _ = Glibc.close(probe) }
-        var sun = sockaddr_un()
-        sun.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &sun.sun_path) { raw in
-            let bytes = Array(path.utf8)
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
+        var sun = SocketAddress.unix(path)
         let connected = withUnsafePointer(to: &sun) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size))

@@ -2,6 +2,17 @@ import Glibc
 
 /// Conversions between `sockaddr` storage and text, kept in one place.
 enum SocketAddress {
+    /// A `sockaddr_un` for `path` (shorter than 108 bytes: ``ListenAddress`` checks it).
+    static func unix(_ path: String) -> sockaddr_un {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8)
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        return address
+    }
     /// The text of a NUL-terminated C buffer.
     private static func cText(_ buffer: [CChar]) -> String {
         String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
