@@ -45,9 +45,9 @@ import Testing
         #expect(throws: (any Error).self) { try Client(port: port) }
     }
 
-    @Test func stragglersAreKilledAfterTheGracefulTimeout() throws {
+    @Test func stragglersAreKilledAfterTheGracefulTimeoutWhileSystemdIsToldToWait() throws {
         let daemon = try Daemon([
-            "--listen", "127.0.0.1:0", "--workers", "1", "--graceful-timeout", "0.5", "--initial-timeout", "30",
+            "--listen", "127.0.0.1:0", "--workers", "1", "--graceful-timeout", "1.5", "--initial-timeout", "30",
         ])
         defer { daemon.stop() }
         try daemon.waitForReady()
@@ -59,6 +59,13 @@ import Testing
         daemon.signal(SIGTERM)
         #expect(try daemon.waitForExit(seconds: 10) == 0)
         #expect(daemon.log.contains("Graceful timeout passed"))
+        // While it drained, systemd heard how much longer to wait: what is left plus 5 s.
+        daemon.notify.poll(seconds: 0.2)
+        let extensions = daemon.notify.received.flatMap(\.assignments).compactMap { line in
+            line.hasPrefix("EXTEND_TIMEOUT_USEC=") ? UInt64(line.dropFirst("EXTEND_TIMEOUT_USEC=".count)) : nil
+        }
+        #expect(extensions.count >= 2, "about once a second: \(extensions)")
+        #expect(extensions.allSatisfy { (5_000_000...6_600_000).contains($0) }, "\(extensions)")
     }
 
     @Test func sigquitStopsAtOnce() throws {

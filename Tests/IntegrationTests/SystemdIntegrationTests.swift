@@ -35,7 +35,6 @@ import Testing
             ["READY=1", "STOPPING=1"].contains(line) ? line : nil
         }
         #expect(order == ["READY=1", "STOPPING=1"])
-        #expect(received.contains { $0.assignments.contains { $0.hasPrefix("EXTEND_TIMEOUT_USEC=") } })
     }
 
     @Test func watchdogIsPingedAtReadyAndEveryHalfInterval() throws {
@@ -53,6 +52,30 @@ import Testing
         }
     }
 
+    @Test func crashLoopingWorkersTriggerTheWatchdog() throws {
+        // A 60 s watchdog: READY=1 carries the only regular ping this test sees.
+        let daemon = try Daemon(
+            ["--listen", "127.0.0.1:0", "--workers", "1"], environment: ["WATCHDOG_USEC": "60000000"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        // Kill each worker soon after it starts (it has booted by then): every one dies young, the
+        // respawn delay doubles from 100 ms, and at its 10 s ceiling the supervisor gives up on
+        // keeping the service healthy by itself.
+        var killed = Set<Int32>()
+        try waitUntil("WATCHDOG=trigger", seconds: 45) {
+            for pid in daemon.workerPIDs() where !killed.contains(pid) {
+                usleep(100_000)
+                kill(pid, SIGKILL)
+                killed.insert(pid)
+            }
+            return daemon.notify.received.contains {
+                $0.pid == daemon.pid && $0.assignments.contains("WATCHDOG=trigger")
+            }
+        }
+        #expect(daemon.log.contains("Workers are crash-looping"))
+        #expect(killed.count >= 8)
+    }
+
     @Test func watchdogForAnotherProcessIsIgnored() throws {
         let daemon = try Daemon(
             ["--listen", "127.0.0.1:0", "--workers", "1"],
@@ -66,6 +89,7 @@ import Testing
     @Test func socketActivationWithNamedSocketsAndPerListenerSettings() throws {
         let web = Self.freePort()
         let admin = Self.freePort()
+        let v6 = Self.freePort()
         let config = NSTemporaryDirectory() + "preforkd-activation-\(UInt32.random(in: 0...UInt32.max)).toml"
         try """
         listen = "127.0.0.1:1"   # not bound: activated sockets take precedence
@@ -76,8 +100,8 @@ import Testing
         defer { unlink(config) }
         let daemon = try Daemon(
             [
-                "-l", "127.0.0.1:\(web)", "--fdname=web", "-l", "127.0.0.1:\(admin)", "--fdname=admin", "-E",
-                "NOTIFY_SOCKET",
+                "-l", "127.0.0.1:\(web)", "--fdname=web", "-l", "127.0.0.1:\(admin)", "--fdname=admin",
+                "-l", "[::1]:\(v6)", "--fdname=v6", "-E", "NOTIFY_SOCKET",
                 Binaries.preforkd, "--config", config,
             ],
             binary: "/usr/bin/systemd-socket-activate")
@@ -97,6 +121,8 @@ import Testing
             #expect(try client.read(count: "admin \(index)<EOF>".utf8.count) == "admin \(index)<EOF>")
         }
         #expect(try Client.exchange(port: web, "web<EOF>") == "web<EOF>")
+        try daemon.waitForLog("Listening on [::1]:\(v6) listener=v6 origin=activated")
+        #expect(try Client.exchange(port: v6, "over ipv6<EOF>", ipv6: true) == "over ipv6<EOF>")
     }
 
     @Test func activatedUnixSocketIsNeverUnlinked() throws {

@@ -13,6 +13,7 @@ struct ServiceReporter {
     private var lastStatus = ""
     private var lastStatusAt: UInt64 = 0
     private var lastWatchdogAt: UInt64 = 0
+    private var lastExtendAt: UInt64 = 0
     private var warned = false
 
     init(logger: Logger) {
@@ -48,9 +49,14 @@ struct ServiceReporter {
     /// STOPPING=1.
     mutating func stopping() { send([.stopping, .status("Stopping")]) }
 
-    /// EXTEND_TIMEOUT_USEC: more time for a long drain.
-    mutating func extendTimeout(seconds: Double) {
-        send([.extendTimeout(microseconds: UInt64(max(0, seconds) * 1_000_000))])
+    /// While a drain runs: about once a second, EXTEND_TIMEOUT_USEC for what is left of it plus a
+    /// margin, so systemd's stop timeout neither fires during a long graceful timeout nor waits
+    /// on a supervisor that stopped turning.
+    mutating func draining(remainingNs: UInt64) {
+        let now = Monotonic.now()
+        guard lastExtendAt == 0 || now - lastExtendAt >= 1_000_000_000 else { return }
+        lastExtendAt = now
+        send([.extendTimeout(microseconds: remainingNs / 1_000 + 5_000_000)])
     }
 
     /// A fatal exit: STATUS= with the reason and ERRNO=.

@@ -140,10 +140,13 @@ final class Supervisor {
             if case .running = state { announceReadiness() }
             if case .stopping(let deadline, let killed) = state {
                 if workers.isEmpty { break }
-                if !killed && Monotonic.now() >= deadline {
+                let now = Monotonic.now()
+                if !killed && now >= deadline {
                     logger.warning("Graceful timeout passed; killing \(workers.count) workers")
                     signalWorkers(SIGKILL) { _ in true }
                     state = .stopping(deadline: deadline, killed: true)
+                } else if !killed {
+                    reporter.draining(remainingNs: deadline - now)
                 }
             }
             reporter.tick(status: statusLine(), healthy: isHealthy)
@@ -216,7 +219,6 @@ final class Supervisor {
             let timeout = setup.configuration.gracefulTimeout
             logger.info("\(signalName(signal)): graceful stop; draining \(workers.count) workers (up to \(timeout) s)")
             state = .stopping(deadline: Monotonic.now() + Monotonic.nanoseconds(timeout), killed: false)
-            reporter.extendTimeout(seconds: timeout + 5)
             retire { _ in true }
         } else {
             logger.info("\(signalName(signal)): immediate stop")
