@@ -102,9 +102,15 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "PreforkdCLITests", dependencies: ["PreforkdCLI"], swiftSettings: strict),
+        .executableTarget(
+            name: "HandlerFaultProbe",
+            dependencies: ["Prefork", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/HandlerFaultProbe",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["preforkd", "UppercaseServer"],
+            dependencies: ["preforkd", "UppercaseServer", "HandlerFaultProbe"],
             swiftSettings: strict
         ),
     ]

@@ -145,3 +145,45 @@ final class Counter: @unchecked Sendable {
         return count
     }
 }
+
+/// A handler that throws costs one connection; one that crashes costs one connection and one
+/// worker process, which is replaced; neither touches the other workers or the supervisor.
+@Suite struct HandlerFaultTests {
+    static var probe: String { Binaries.directory.appendingPathComponent("HandlerFaultProbe").path }
+
+    @Test func aThrowingHandlerCostsOneConnection() throws {
+        let daemon = try Daemon(["127.0.0.1:0", "1"], binary: Self.probe)
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let worker = daemon.workerPIDs()
+        #expect(try Client.exchange(port: port, "throw<EOF>") == "")
+        try daemon.waitForLog("failed: Requested()")
+        #expect(try Client.exchange(port: port, "fine<EOF>") == "fine<EOF>")
+        #expect(daemon.workerPIDs() == worker, "the same worker serves on")
+    }
+
+    @Test func aCrashingHandlerCostsOneWorkerAndItsNeighboursFinish() throws {
+        let daemon = try Daemon(["127.0.0.1:0", "2"], binary: Self.probe)
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let before = daemon.workerPIDs()
+        // One worker is busy with a slow exchange while the other one crashes.
+        let slow = try Client(port: port)
+        defer { slow.close() }
+        try slow.send("slow<EOF>")
+        let crashed = try Client(port: port)
+        defer { crashed.close() }
+        try crashed.send("crash<EOF>")
+        #expect((try? crashed.readToEnd()) ?? "" == "", "the crashing connection is lost")
+        #expect(try slow.readToEnd() == "slow<EOF>", "the neighbour's connection completes")
+        try daemon.waitForLog("died (killed by SIG")
+        try waitUntil("a replacement worker") {
+            let now = daemon.workerPIDs()
+            return now.count == 2 && now != before
+        }
+        #expect(try Client.exchange(port: port, "after<EOF>") == "after<EOF>")
+        #expect(ProcessTable.isAlive(daemon.pid))
+    }
+}

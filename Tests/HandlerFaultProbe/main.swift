@@ -1,0 +1,41 @@
+// A server embedding the engine with a handler that misbehaves on request, for the integration
+// tests of fault isolation: "throw<EOF>" makes the handler throw, "crash<EOF>" makes it trap,
+// "slow<EOF>" answers after half a second, anything else is echoed.
+// Usage: HandlerFaultProbe ADDRESS WORKERS
+import Glibc
+import Logging
+import Prefork
+
+struct FaultyHandler: ConnectionHandler {
+    struct Requested: Error {}
+
+    mutating func handle(_ connection: Connection, initialData: UnsafeRawBufferPointer, context: WorkerContext) throws {
+        var message = Array(initialData)
+        var chunk = [UInt8](repeating: 0, count: 1024)
+        while !message.suffix(5).elementsEqual("<EOF>".utf8) {
+            let n = try chunk.withUnsafeMutableBytes { try connection.read(into: $0) }
+            if n == 0 { return }
+            message += chunk[..<n]
+        }
+        switch String(decoding: message, as: UTF8.self) {
+        case "throw<EOF>": throw Requested()
+        case "crash<EOF>": fatalError("crash requested by the client")
+        case "slow<EOF>": usleep(500_000)
+        default: break
+        }
+        try message.withUnsafeBytes { try connection.write($0) }
+        connection.shutdown()
+    }
+}
+
+LoggingSystem.bootstrap { _ in TextLogHandler(level: .info) }
+var configuration = ServerConfiguration()
+do {
+    configuration.listen = [try ListenAddress(parsing: CommandLine.arguments[1])]
+    configuration.workers = Int(CommandLine.arguments[2]) ?? 2
+    let server = PreforkServer(configuration: configuration, handler: FaultyHandler(), logger: Logger(label: "probe"))
+    exit(try server.run().rawValue)
+} catch {
+    print("HandlerFaultProbe: \(error)")
+    exit(PreforkExitCode.configuration.rawValue)
+}
