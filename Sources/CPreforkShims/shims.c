@@ -164,6 +164,16 @@ int pf_worker_install_stop_handler(const int *listener_fds, int count, int dead_
     if (sigaction(SIGTERM, &sa, NULL) < 0) return -1;
     if (sigaction(SIGINT, &sa, NULL) < 0) return -1;
     if (sigaction(SIGQUIT, &sa, NULL) < 0) return -1;
+    // Reload and pool-size signals are the supervisor's business. A worker that gets one (a
+    // `pkill -HUP preforkd`, a signal to the whole process group) must neither die (HUP's default)
+    // nor stop (TTIN's and TTOU's default).
+    struct sigaction ignore;
+    memset(&ignore, 0, sizeof ignore);
+    ignore.sa_handler = SIG_IGN;
+    const int ignored[] = {SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
+    for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) {
+        if (sigaction(ignored[i], &ignore, NULL) < 0) return -1;
+    }
     return 0;
 }
 

@@ -96,6 +96,22 @@ import Testing
         #expect(try Client.exchange(port: try daemon.port(), "one left<EOF>") == "one left<EOF>")
     }
 
+    @Test func workersIgnoreTheSupervisorsSignals() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let worker = daemon.workerPIDs()
+        #expect(worker.count == 1)
+        // As from `pkill -HUP preforkd`: HUP would kill a worker by default, TTIN/TTOU stop it.
+        for signal in [SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2] { kill(worker[0], signal) }
+        #expect(try Client.exchange(port: port, "still serving<EOF>") == "still serving<EOF>")
+        #expect(daemon.workerPIDs() == worker)
+        let state = (try? String(contentsOfFile: "/proc/\(worker[0])/stat", encoding: .utf8))?
+            .split(separator: ")").last?.split(separator: " ").first
+        #expect(state == "S", "not stopped (T) nor gone")
+    }
+
     @Test func killingTheSupervisorLeavesNoWorkerBehind() throws {
         let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "3"])
         defer { daemon.stop() }

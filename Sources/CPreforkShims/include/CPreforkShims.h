@@ -54,7 +54,10 @@ int pf_epoll_wait_one(int epfd, int timeout_ms);
 /// SA_RESTART so a blocking accept(2) or read(2) returns EINTR. The handler records the request
 /// and dup2()s `dead_fd` (a socket that is not listening) over each listener fd, so that an accept
 /// that had not started yet when the signal came fails at once instead of blocking: no race
-/// between checking the flag and entering accept.
+/// between checking the flag and entering accept. With several listeners the worker waits in
+/// epoll instead: the handler then also writes a byte to `wake_fd` (a pipe in that epoll set; -1
+/// for none) — the self-pipe trick. SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1 and SIGUSR2, the
+/// supervisor's signals, are ignored in a worker.
 int pf_worker_install_stop_handler(const int *listener_fds, int count, int dead_fd, int wake_fd);
 /// 0: keep going; 1: graceful stop requested; 2: immediate stop requested.
 int pf_worker_stop_requested(void);

@@ -33,10 +33,11 @@ struct SignalChannel {
         }
     }
 
-    /// Closes the signalfd and unblocks the signals (in a freshly forked worker).
-    func releaseInChild() {
+    /// Closes the signalfd in a freshly forked worker. The signals stay blocked until the worker
+    /// has its own handlers in place: a stop requested in between waits, pending, instead of
+    /// killing a worker that is half set up.
+    func closeInChild() {
         close(fileDescriptor)
-        _ = pf_sigmask(SIG_SETMASK, nil, 0)
     }
 }
 

@@ -381,7 +381,7 @@ final class Supervisor {
     /// The child side of fork: never returns.
     private func runWorker(slot: Int) -> Never {
         ProcessRole.current = .worker(slot + 1)
-        signals.releaseInChild()
+        signals.closeInChild()
         close(bootPipe.read)
         // Listeners a pending reload dropped stay open in the supervisor until the old generation
         // is retired; this worker must not keep them alive (they would queue connections nobody

@@ -40,7 +40,8 @@ struct Worker<Handler: ConnectionHandler> {
             exitWorker(.bootFailure, "installing the stop handler: \(Errno(rawValue: Glibc.errno).text)")
         }
         pf_ignore_sigpipe()
-        _ = pf_sigmask(SIG_SETMASK, nil, 0)  // the supervisor blocks its signals for signalfd
+        // The supervisor's signals were blocked for its signalfd; a stop that came meanwhile runs now.
+        _ = pf_sigmask(SIG_SETMASK, nil, 0)
 
         do {
             try handler.prepare(context)
