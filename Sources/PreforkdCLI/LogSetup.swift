@@ -4,36 +4,47 @@ import Systemd
 
 /// Log set-up for the executable (library code only ever receives a `Logger`).
 enum LogSetup {
+    /// The level every logger of this process uses; a reload sets it before forking the new
+    /// generation. The supervisor is single-threaded and a worker has one thread: no lock needed.
+    nonisolated(unsafe) static var level = Logger.Level.info
+
     /// Bootstraps swift-log once and returns the supervisor's logger.
     ///
     /// `auto` writes structured journald entries when stderr is journald's stream (systemd sets
     /// JOURNAL_STREAM for `StandardError=journal`), text lines otherwise.
     static func bootstrap(level: Logger.Level, format: Settings.LogFormat) -> Logger {
+        self.level = level
         let journal = format == .journal || (format == .auto && Journal.isStandardErrorJournalStream())
         if journal {
             LoggingSystem.bootstrap { label in
-                var handler = JournalLogHandler(label: label, identifier: "preforkd")
-                handler.logLevel = level
-                return RoleMetadataHandler(handler)
+                PreforkdLogHandler(JournalLogHandler(label: label, identifier: "preforkd"), addsRole: true)
             }
         } else {
             let textFormat: TextLogHandler.Format = format == .json ? .json : .text
-            LoggingSystem.bootstrap { _ in TextLogHandler(level: level, format: textFormat) }
+            LoggingSystem.bootstrap { _ in
+                PreforkdLogHandler(TextLogHandler(format: textFormat), addsRole: false)
+            }
         }
         return Logger(label: "preforkd")
     }
 }
 
-/// Adds the process role (ROLE=supervisor / worker N) to each journald entry, as the text
-/// format prints it in every line.
-struct RoleMetadataHandler<Wrapped: LogHandler>: LogHandler {
+/// Wraps the chosen log handler: its level is ``LogSetup/level`` (so `log-level` follows a
+/// reload), and for journald it adds the process role (ROLE=supervisor / worker N), which the
+/// text format prints in every line.
+struct PreforkdLogHandler<Wrapped: LogHandler>: LogHandler {
     var wrapped: Wrapped
+    let addsRole: Bool
 
-    init(_ wrapped: Wrapped) { self.wrapped = wrapped }
+    init(_ wrapped: Wrapped, addsRole: Bool) {
+        self.wrapped = wrapped
+        self.wrapped.logLevel = .trace  // filtering happens here, by LogSetup.level
+        self.addsRole = addsRole
+    }
 
     var logLevel: Logger.Level {
-        get { wrapped.logLevel }
-        set { wrapped.logLevel = newValue }
+        get { LogSetup.level }
+        set { LogSetup.level = newValue }
     }
 
     var metadata: Logger.Metadata {
@@ -52,6 +63,7 @@ struct RoleMetadataHandler<Wrapped: LogHandler>: LogHandler {
     }
 
     func log(event: LogEvent) {
+        guard addsRole else { return wrapped.log(event: event) }
         var event = event
         var metadata = event.metadata ?? [:]
         metadata["role"] = "\(ProcessRole.current)"

@@ -132,6 +132,9 @@ public struct PreforkdCommand: ParsableCommand {
         let server = PreforkServer(logger: logger) {
             // Reload: the file again, the same command line on top.
             let reloaded = try self.loadSettings()
+            // The level applies to the new generation and the supervisor at once; the format
+            // stays what it was at start (the log sink is chosen once).
+            LogSetup.level = reloaded.logLevel
             return reloaded.makeSetup()
         }
         let status: PreforkExitCode

@@ -138,8 +138,11 @@ import Testing
         daemon.signal(SIGHUP)
         try daemon.waitForLog("reload rejected")
         #expect(daemon.workerPIDs() == first)
-        // A good one: a new generation of 3, the old one drained, READY=1 again.
-        try "listen = \"127.0.0.1:0\"\nworkers = 3\n".write(toFile: config, atomically: true, encoding: .utf8)
+        #expect(try Client.exchange(port: port, "before<EOF>") == "before<EOF>")
+        #expect(!daemon.log.contains("Size of data transferred"), "info level: no per-connection line")
+        // A good one: a new generation of 3 at debug level, the old one drained, READY=1 again.
+        try "listen = \"127.0.0.1:0\"\nworkers = 3\nlog-level = \"debug\"\n"
+            .write(toFile: config, atomically: true, encoding: .utf8)
         daemon.signal(SIGHUP)
         try daemon.notify.waitFor("RELOADING=1", from: daemon.pid)
         try waitUntil("a second READY=1") {
@@ -153,6 +156,7 @@ import Testing
         #expect(
             try Client.exchange(port: port, "after reload<EOF>") == "after reload<EOF>",
             "the listener is kept across the reload")
+        try daemon.waitForLog("Size of data transferred is 17")
         let reloading = daemon.notify.received.first { $0.assignments.contains("RELOADING=1") }
         #expect(reloading?.assignments.contains { $0.hasPrefix("MONOTONIC_USEC=") } == true)
     }

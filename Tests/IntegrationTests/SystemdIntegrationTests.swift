@@ -5,21 +5,39 @@ import Testing
 /// preforkd with the real systemd pieces that run outside PID 1: sd_notify to a real socket,
 /// socket activation through systemd-socket-activate, journald.
 @Suite struct SystemdIntegrationTests {
-    /// A loopback port free right now (bound, read back, released).
+    /// A port free right now on both 127.0.0.1 and [::1], for a test that must name a port up
+    /// front. Taken below the kernel's ephemeral range (32768 and up), so that no other test's
+    /// `:0` listener or client connection can take it meanwhile.
     static func freePort() -> UInt16 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        while true {
+            let port = UInt16.random(in: 20000...32000)
+            if canBind(port, ipv6: false) && canBind(port, ipv6: true) { return port }
+        }
+    }
+
+    private static func canBind(_ port: UInt16, ipv6: Bool) -> Bool {
+        let fd = socket(ipv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
+        if ipv6 {
+            var address = sockaddr_in6()
+            address.sin6_family = sa_family_t(AF_INET6)
+            address.sin6_port = port.bigEndian
+            address.sin6_addr = in6addr_loopback
+            return withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
+                }
+            } == 0
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
         address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-        }
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        return UInt16(bigEndian: address.sin_port)
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        } == 0
     }
 
     @Test func notificationsComeFromTheSupervisorInOrder() throws {
