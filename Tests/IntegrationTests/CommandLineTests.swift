@@ -24,9 +24,9 @@ import Testing
     }
 
     @Test func badConfigFileExitsWithConfigStatusNamingFileKeyAndValue() throws {
-        let path = NSTemporaryDirectory() + "preforkd-bad-\(UInt32.random(in: 0...UInt32.max)).toml"
-        defer { unlink(path) }
-        try "workers = 2\nbacklogg = 5\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let config = try TestConfigFile("workers = 2\nbacklogg = 5\n")
+        defer { config.remove() }
+        let path = config.path
         let unknown = try run(["--config", path])
         #expect(unknown.status == 78)
         #expect(unknown.output == "preforkd: \(path): backlogg = 5: unknown key\n")

@@ -123,26 +123,22 @@ import Testing
     }
 
     @Test func hupReloadsTheConfigFileIntoANewGeneration() throws {
-        let directory = NSTemporaryDirectory() + "preforkd-reload-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let config = directory + "/preforkd.toml"
-        try "listen = \"127.0.0.1:0\"\nworkers = 2\n".write(toFile: config, atomically: true, encoding: .utf8)
-        let daemon = try Daemon(["--config", config])
+        let config = try TestConfigFile("listen = \"127.0.0.1:0\"\nworkers = 2\n")
+        defer { config.remove() }
+        let daemon = try Daemon(["--config", config.path])
         defer { daemon.stop() }
         try daemon.waitForReady()
         let port = try daemon.port()
         let first = daemon.workerPIDs()
         // A broken file is refused and the running generation keeps serving.
-        try "workers = \"many\"\n".write(toFile: config, atomically: true, encoding: .utf8)
+        try config.write("workers = \"many\"\n")
         daemon.signal(SIGHUP)
         try daemon.waitForLog("reload rejected")
         #expect(daemon.workerPIDs() == first)
         #expect(try Client.exchange(port: port, "before<EOF>") == "before<EOF>")
         #expect(!daemon.log.contains("Size of data transferred"), "info level: no per-connection line")
         // A good one: a new generation of 3 at debug level, the old one drained, READY=1 again.
-        try "listen = \"127.0.0.1:0\"\nworkers = 3\nlog-level = \"debug\"\n"
-            .write(toFile: config, atomically: true, encoding: .utf8)
+        try config.write("listen = \"127.0.0.1:0\"\nworkers = 3\nlog-level = \"debug\"\n")
         daemon.signal(SIGHUP)
         try daemon.notify.waitFor("RELOADING=1", from: daemon.pid)
         try waitUntil("a second READY=1") {
@@ -198,18 +194,14 @@ func busyWorkers(_ daemon: Daemon) throws -> Int {
     }
 
     @Test func aReloadWhoseWorkersCannotBootIsRolledBack() throws {
-        let directory = NSTemporaryDirectory() + "preforkd-rollback-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let config = directory + "/preforkd.toml"
-        try "listen = \"127.0.0.1:0\"\nworkers = 2\n".write(toFile: config, atomically: true, encoding: .utf8)
-        let daemon = try Daemon([Self.limit, Binaries.preforkd, "--config", config], binary: "/usr/bin/prlimit")
+        let config = try TestConfigFile("listen = \"127.0.0.1:0\"\nworkers = 2\n")
+        defer { config.remove() }
+        let daemon = try Daemon([Self.limit, Binaries.preforkd, "--config", config.path], binary: "/usr/bin/prlimit")
         defer { daemon.stop() }
         try daemon.waitForReady()
         let port = try daemon.port()
         let serving = daemon.workerPIDs()
-        try "listen = \"127.0.0.1:0\"\nworkers = 2\n[echo]\nmax-message-bytes = \(Self.hugeBuffer)\n"
-            .write(toFile: config, atomically: true, encoding: .utf8)
+        try config.write("listen = \"127.0.0.1:0\"\nworkers = 2\n[echo]\nmax-message-bytes = \(Self.hugeBuffer)\n")
         daemon.signal(SIGHUP)
         try daemon.waitForLog("Reload abandoned", seconds: 30)
         // systemd hears READY=1 again (it waits for it after RELOADING=1), and the old workers serve on.
@@ -222,7 +214,7 @@ func busyWorkers(_ daemon: Daemon) throws -> Int {
         #expect(try Client.exchange(port: port, "still here<EOF>") == "still here<EOF>")
         try waitUntil("only the old generation") { Set(daemon.workerPIDs()) == Set(serving) }
         // A good config afterwards reloads normally.
-        try "listen = \"127.0.0.1:0\"\nworkers = 1\n".write(toFile: config, atomically: true, encoding: .utf8)
+        try config.write("listen = \"127.0.0.1:0\"\nworkers = 1\n")
         daemon.signal(SIGHUP)
         try waitUntil("READY=1 after the good reload") {
             daemon.notify.poll(seconds: 0.05)
@@ -232,18 +224,14 @@ func busyWorkers(_ daemon: Daemon) throws -> Int {
     }
 
     @Test func aReloadMovesListenersWithoutRefusingConnections() throws {
-        let directory = NSTemporaryDirectory() + "preforkd-move-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let config = directory + "/preforkd.toml"
         let first = SystemdIntegrationTests.freePort()
         let second = SystemdIntegrationTests.freePort()
-        try "listen = \"127.0.0.1:\(first)\"\nworkers = 2\n".write(toFile: config, atomically: true, encoding: .utf8)
-        let daemon = try Daemon(["--config", config])
+        let config = try TestConfigFile("listen = \"127.0.0.1:\(first)\"\nworkers = 2\n")
+        defer { config.remove() }
+        let daemon = try Daemon(["--config", config.path])
         defer { daemon.stop() }
         try daemon.waitForReady()
-        try "listen = [\"127.0.0.1:\(first)\", \"127.0.0.1:\(second)\"]\nworkers = 2\n".write(
-            toFile: config, atomically: true, encoding: .utf8)
+        try config.write("listen = [\"127.0.0.1:\(first)\", \"127.0.0.1:\(second)\"]\nworkers = 2\n")
         daemon.signal(SIGHUP)
         try waitUntil("READY=1 after adding a listener") {
             daemon.notify.poll(seconds: 0.05)
@@ -251,7 +239,7 @@ func busyWorkers(_ daemon: Daemon) throws -> Int {
         }
         #expect(try Client.exchange(port: first, "first<EOF>") == "first<EOF>")
         #expect(try Client.exchange(port: second, "second<EOF>") == "second<EOF>")
-        try "listen = \"127.0.0.1:\(second)\"\nworkers = 2\n".write(toFile: config, atomically: true, encoding: .utf8)
+        try config.write("listen = \"127.0.0.1:\(second)\"\nworkers = 2\n")
         daemon.signal(SIGHUP)
         try waitUntil("READY=1 after dropping a listener") {
             daemon.notify.poll(seconds: 0.05)
@@ -266,12 +254,9 @@ func busyWorkers(_ daemon: Daemon) throws -> Int {
 /// Signals at odd moments: a storm of reloads and pool changes while clients are served.
 @Suite struct SignalStormTests {
     @Test func survivesASignalStormWithoutFailingAClient() throws {
-        let directory = NSTemporaryDirectory() + "preforkd-storm-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let config = directory + "/preforkd.toml"
-        try "listen = \"127.0.0.1:0\"\nworkers = 2\n".write(toFile: config, atomically: true, encoding: .utf8)
-        let daemon = try Daemon(["--config", config])
+        let config = try TestConfigFile("listen = \"127.0.0.1:0\"\nworkers = 2\n")
+        defer { config.remove() }
+        let daemon = try Daemon(["--config", config.path])
         defer { daemon.stop() }
         try daemon.waitForReady()
         let port = try daemon.port()

@@ -108,19 +108,19 @@ import Testing
         let web = Self.freePort()
         let admin = Self.freePort()
         let v6 = Self.freePort()
-        let config = NSTemporaryDirectory() + "preforkd-activation-\(UInt32.random(in: 0...UInt32.max)).toml"
-        try """
-        listen = "127.0.0.1:1"   # not bound: activated sockets take precedence
-        workers = 2
-        [listeners.admin.echo]
-        keep-alive = true
-        """.write(toFile: config, atomically: true, encoding: .utf8)
-        defer { unlink(config) }
+        let config = try TestConfigFile(
+            """
+            listen = "127.0.0.1:1"   # not bound: activated sockets take precedence
+            workers = 2
+            [listeners.admin.echo]
+            keep-alive = true
+            """)
+        defer { config.remove() }
         let daemon = try Daemon(
             [
                 "-l", "127.0.0.1:\(web)", "--fdname=web", "-l", "127.0.0.1:\(admin)", "--fdname=admin",
                 "-l", "[::1]:\(v6)", "--fdname=v6", "-E", "NOTIFY_SOCKET",
-                Binaries.preforkd, "--config", config,
+                Binaries.preforkd, "--config", config.path,
             ],
             binary: "/usr/bin/systemd-socket-activate")
         defer { daemon.stop() }
