@@ -75,7 +75,7 @@ public enum ConfigFile {
 
         func render(_ value: any TOMLValueConvertible) -> String {
             switch value.type {
-            case .string: return TextLogHandlerJSON.string(value.string ?? "")
+            case .string: return TextLogHandler.jsonString(value.string ?? "")
             case .array: return "[" + (value.array.map { $0.map(render).joined(separator: ", ") } ?? "") + "]"
             case .table: return "{…}"
             default: return value.debugDescription
@@ -140,7 +140,7 @@ public enum ConfigFile {
                         addresses.append(try ListenAddress(parsing: text))
                     } catch {
                         throw ConfigurationError(
-                            source: source, key: key, value: TextLogHandlerJSON.string(text), reason: error.reason)
+                            source: source, key: key, value: TextLogHandler.jsonString(text), reason: error.reason)
                     }
                 }
                 settings.server.listen = addresses

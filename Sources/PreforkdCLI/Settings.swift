@@ -72,7 +72,7 @@ public struct Settings: Equatable, Sendable {
 
     /// The effective settings as a config file (what `--check-config` prints).
     public func renderTOML() -> String {
-        func quoted(_ text: String) -> String { TextLogHandlerJSON.string(text) }
+        func quoted(_ text: String) -> String { TextLogHandler.jsonString(text) }
         var lines: [String] = []
         lines.append("listen = [\(server.listen.map { quoted($0.description) }.joined(separator: ", "))]")
         lines.append("workers = \(server.workers)")
@@ -105,22 +105,5 @@ public struct Settings: Equatable, Sendable {
             lines.append("message-timeout = \(listener.echo.messageTimeout)")
         }
         return lines.joined(separator: "\n") + "\n"
-    }
-}
-
-/// JSON/TOML basic-string quoting (the two agree for what is printed here).
-enum TextLogHandlerJSON {
-    static func string(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 }

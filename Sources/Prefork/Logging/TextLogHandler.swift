@@ -90,7 +90,9 @@ public struct TextLogHandler: LogHandler {
             + "\(pad(Int32(now.tv_nsec / 1_000_000), 3))Z"
     }
 
-    static func jsonString(_ text: String) -> String {
+    /// `text` as a double-quoted string with JSON escapes — also a valid TOML basic string, which
+    /// is how the command line prints configuration values (visible within this package only).
+    package static func jsonString(_ text: String) -> String {
         var out = "\""
         for scalar in text.unicodeScalars {
             switch scalar {
