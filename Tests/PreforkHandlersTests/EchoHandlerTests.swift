@@ -7,179 +7,106 @@ import Testing
 
 /// Runs the echo handler in-process on one end of a socketpair; the test is the client.
 @Suite struct EchoHandlerTests {
-    struct Pair {
-        let server: Int32
-        let client: Int32
-    }
-
-    func makePair() -> Pair {
+    /// One connection through a fresh handler: the client has already sent `rest` (and, when
+    /// `clientDone`, shut its side) when the handler gets `initial` as the initial data; returns
+    /// everything the client reads until the server closes.
+    func exchange(
+        _ configuration: EchoHandler.Configuration = EchoHandler.Configuration(),
+        initial: [UInt8], then rest: [UInt8] = [], clientDone: Bool = false
+    ) throws -> [UInt8] {
         var fds: [Int32] = [0, 0]
         precondition(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)
+        let (server, client) = (fds[0], fds[1])
+        defer { close(client) }
         var timeout = timeval(tv_sec: 5, tv_usec: 0)
         for fd in fds { setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size)) }
-        return Pair(server: fds[0], client: fds[1])
-    }
-
-    func context() -> WorkerContext {
-        WorkerContext(workerNumber: 1, generation: 1, logger: Logger(label: "test"))
-    }
-
-    func listener() -> Listener { Listener(adopting: -1, name: "test", origin: .bound) }
-
-    func send(_ fd: Int32, _ text: String) {
-        _ = Array(text.utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-    }
-
-    /// Reads until EOF (the handler closed) or timeout.
-    func readAll(_ fd: Int32) -> String {
-        var out: [UInt8] = []
+        _ = rest.withUnsafeBytes { write(client, $0.baseAddress, $0.count) }
+        if clientDone { shutdown(client, Int32(SHUT_WR)) }
+        let context = WorkerContext(workerNumber: 1, generation: 1, logger: Logger(label: "test"))
+        var handler = EchoHandler(configuration: configuration)
+        try handler.prepare(context)
+        let connection = Connection(
+            fileDescriptor: server, listener: Listener(adopting: -1, name: "test", origin: .bound))
+        try initial.withUnsafeBytes { try handler.handle(connection, initialData: $0, context: context) }
+        close(server)
+        var echoed: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n <= 0 { break }
-            out += chunk[..<n]
+            let n = chunk.withUnsafeMutableBytes { read(client, $0.baseAddress, $0.count) }
+            if n <= 0 { return echoed }
+            echoed += chunk[..<n]
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
-    func run(_ handler: inout EchoHandler, _ pair: Pair, initial: String) throws {
-        let connection = Connection(fileDescriptor: pair.server, listener: listener())
-        try Array(initial.utf8).withUnsafeBytes { bytes in
-            try handler.handle(connection, initialData: bytes, context: context())
-        }
+    /// ``exchange(_:initial:then:clientDone:)`` in text.
+    func exchange(
+        _ configuration: EchoHandler.Configuration = EchoHandler.Configuration(),
+        initial: String, then rest: String = "", clientDone: Bool = false
+    ) throws -> String {
+        let echoed = try exchange(
+            configuration, initial: Array(initial.utf8), then: Array(rest.utf8), clientDone: clientDone)
+        return String(decoding: echoed, as: UTF8.self)
+    }
+
+    func configuration(keepAlive: Bool = false, maxMessageBytes: Int? = nil) -> EchoHandler.Configuration {
+        var configuration = EchoHandler.Configuration()
+        configuration.keepAlive = keepAlive
+        if let maxMessageBytes { configuration.maxMessageBytes = maxMessageBytes }
+        return configuration
     }
 
     @Test func echoesAMessageLongerThanTheInitialReadThenCloses() throws {
-        var handler = EchoHandler()
-        try handler.prepare(context())
-        let pair = makePair()
-        defer { close(pair.client) }
-        send(pair.client, ", world<EOF>")
-        try run(&handler, pair, initial: "hello")  // the initial read took 5 bytes
-        close(pair.server)
-        #expect(readAll(pair.client) == "hello, world<EOF>")
+        // The initial read took 5 bytes.
+        #expect(try exchange(initial: "hello", then: ", world<EOF>") == "hello, world<EOF>")
     }
 
     @Test func aTagSplitAcrossReadsIsFound() throws {
-        var handler = EchoHandler()
-        try handler.prepare(context())
-        let pair = makePair()
-        defer { close(pair.client) }
-        send(pair.client, "OF>")
-        try run(&handler, pair, initial: "abc<E")
-        close(pair.server)
-        #expect(readAll(pair.client) == "abc<EOF>")
+        #expect(try exchange(initial: "abc<E", then: "OF>") == "abc<EOF>")
     }
 
     @Test func anOversizeMessageIsClosedWithoutReply() throws {
-        var configuration = EchoHandler.Configuration()
-        configuration.maxMessageBytes = 16
-        var handler = EchoHandler(configuration: configuration)
-        try handler.prepare(context())
-        let pair = makePair()
-        defer { close(pair.client) }
-        send(pair.client, String(repeating: "x", count: 40) + "<EOF>")
-        try run(&handler, pair, initial: "0123456789")
-        close(pair.server)
-        #expect(readAll(pair.client) == "")
+        let limited = configuration(maxMessageBytes: 16)
+        #expect(try exchange(limited, initial: "0123456789", then: String(repeating: "x", count: 40) + "<EOF>") == "")
     }
 
     @Test func keepAliveServesSeveralMessagesIncludingPipelinedOnes() throws {
-        var configuration = EchoHandler.Configuration()
-        configuration.keepAlive = true
-        var handler = EchoHandler(configuration: configuration)
-        try handler.prepare(context())
-        let pair = makePair()
-        defer { close(pair.client) }
-        send(pair.client, "two<EOF>three<EOF>")
-        shutdown(pair.client, Int32(SHUT_WR))  // the client is done after these
-        try run(&handler, pair, initial: "one<EOF>")
-        close(pair.server)
-        #expect(readAll(pair.client) == "one<EOF>two<EOF>three<EOF>")
+        let echoed = try exchange(
+            configuration(keepAlive: true), initial: "one<EOF>", then: "two<EOF>three<EOF>", clientDone: true)
+        #expect(echoed == "one<EOF>two<EOF>three<EOF>")
     }
 
     @Test func keepAliveServesMessagesPipelinedInTheInitialRead() throws {
-        var configuration = EchoHandler.Configuration()
-        configuration.keepAlive = true
-        var handler = EchoHandler(configuration: configuration)
-        try handler.prepare(context())
-        let pair = makePair()
-        defer { close(pair.client) }
-        send(pair.client, "ee<EOF>")
-        shutdown(pair.client, Int32(SHUT_WR))
-        try run(&handler, pair, initial: "one<EOF>two<EOF>thr")
-        close(pair.server)
-        #expect(readAll(pair.client) == "one<EOF>two<EOF>three<EOF>")
+        let echoed = try exchange(
+            configuration(keepAlive: true), initial: "one<EOF>two<EOF>thr", then: "ee<EOF>", clientDone: true)
+        #expect(echoed == "one<EOF>two<EOF>three<EOF>")
     }
 
     @Test func aMessageCompleteInTheInitialReadIsEchoedAndTheRestDropped() throws {
-        var handler = EchoHandler()
-        try handler.prepare(context())
-        let pair = makePair()
-        defer { close(pair.client) }
-        try run(&handler, pair, initial: "hi<EOF>trailing")
-        close(pair.server)
-        #expect(readAll(pair.client) == "hi<EOF>")
+        #expect(try exchange(initial: "hi<EOF>trailing") == "hi<EOF>")
     }
 
     @Test func anInitialReadLongerThanTheLimitIsJudgedByTheLimit() throws {
-        var configuration = EchoHandler.Configuration()
-        configuration.maxMessageBytes = 16
+        let limited = configuration(maxMessageBytes: 16)
         // The tag ends within the first 16 bytes: a message.
-        var handler = EchoHandler(configuration: configuration)
-        try handler.prepare(context())
-        var pair = makePair()
-        try run(&handler, pair, initial: "short<EOF>" + String(repeating: "x", count: 30))
-        close(pair.server)
-        #expect(readAll(pair.client) == "short<EOF>")
-        close(pair.client)
+        #expect(try exchange(limited, initial: "short<EOF>" + String(repeating: "x", count: 30)) == "short<EOF>")
         // The tag ends past byte 16: too long, closed without a reply.
-        handler = EchoHandler(configuration: configuration)
-        try handler.prepare(context())
-        pair = makePair()
-        try run(&handler, pair, initial: String(repeating: "x", count: 14) + "<EOF>")
-        close(pair.server)
-        #expect(readAll(pair.client) == "")
-        close(pair.client)
+        #expect(try exchange(limited, initial: String(repeating: "x", count: 14) + "<EOF>") == "")
     }
 
     @Test func clientClosingMidMessageGetsNothing() throws {
-        var handler = EchoHandler()
-        try handler.prepare(context())
-        let pair = makePair()
-        defer { close(pair.client) }
-        shutdown(pair.client, Int32(SHUT_WR))
-        try run(&handler, pair, initial: "no tag here")
-        close(pair.server)
-        #expect(readAll(pair.client) == "")
+        #expect(try exchange(initial: "no tag here", clientDone: true) == "")
     }
 
     @Test func arbitraryBinaryBytesComeBackExactly() throws {
         // Any byte values, NULs and partial tags included; deterministic, so a failure repeats.
         var generator = SplitMix(seed: 0x5eed)
+        let tag = Array("<EOF>".utf8)
         for round in 0..<50 {
             var message = (0..<Int(generator.next() % 3000)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
-            message += Array("<EO".utf8) + [0] + Array("<EOF>".utf8)
-            var handler = EchoHandler()
-            try handler.prepare(context())
-            let pair = makePair()
+            message += Array("<EO".utf8) + [0] + tag
             let split = min(message.count, Int(generator.next() % 64) + 1)
-            _ = message[split...].withUnsafeBytes { write(pair.client, $0.baseAddress, $0.count) }
-            let connection = Connection(fileDescriptor: pair.server, listener: listener())
-            try message[..<split].withUnsafeBytes {
-                try handler.handle(connection, initialData: $0, context: context())
-            }
-            close(pair.server)
-            var echoed: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let n = chunk.withUnsafeMutableBytes { read(pair.client, $0.baseAddress, $0.count) }
-                if n <= 0 { break }
-                echoed += chunk[..<n]
-            }
-            close(pair.client)
+            let echoed = try exchange(initial: Array(message[..<split]), then: Array(message[split...]))
             // The reply ends at the first complete tag (which may come earlier by chance).
-            let tag = Array("<EOF>".utf8)
             let end = (tag.count...message.count).first { Array(message[($0 - tag.count)..<$0]) == tag }!
             #expect(echoed == Array(message[..<end]), "round \(round)")
         }
