@@ -29,14 +29,10 @@ import Testing
     }
 
     @Test func sigtermLetsTheInFlightClientFinishThenExitsZero() throws {
-        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "2"])
+        let (daemon, slow, port) = try startWithClientMidMessage(
+            ["--listen", "127.0.0.1:0", "--workers", "2"], sent: "the first half, ")
         defer { daemon.stop() }
-        try daemon.waitForReady()
-        let port = try daemon.port()
-        let slow = try Client(port: port)
         defer { slow.close() }
-        try slow.send("the first half, ")
-        try waitUntil("the worker to take the slow client") { (try? busyWorkers(daemon)) == 1 }
         daemon.signal(SIGTERM)
         try daemon.notify.waitFor("STOPPING=1", from: daemon.pid)
         try slow.send("then the rest<EOF>")
@@ -46,16 +42,11 @@ import Testing
     }
 
     @Test func stragglersAreKilledAfterTheGracefulTimeoutWhileSystemdIsToldToWait() throws {
-        let daemon = try Daemon([
-            "--listen", "127.0.0.1:0", "--workers", "1", "--graceful-timeout", "1.5", "--initial-timeout", "30",
-        ])
+        let (daemon, stuck, _) = try startWithClientMidMessage(
+            ["--listen", "127.0.0.1:0", "--workers", "1", "--graceful-timeout", "1.5", "--initial-timeout", "30"],
+            sent: "never finished")
         defer { daemon.stop() }
-        try daemon.waitForReady()
-        let port = try daemon.port()
-        let stuck = try Client(port: port)
         defer { stuck.close() }
-        try stuck.send("never finished")
-        try waitUntil("the worker to take the client") { (try? busyWorkers(daemon)) == 1 }
         daemon.signal(SIGTERM)
         #expect(try daemon.waitForExit(seconds: 10) == 0)
         #expect(daemon.log.contains("Graceful timeout passed"))
@@ -155,6 +146,23 @@ import Testing
         try daemon.waitForLog("Size of data transferred is 17")
         let reloading = daemon.notify.received.first { $0.assignments.contains("RELOADING=1") }
         #expect(reloading?.assignments.contains { $0.hasPrefix("MONOTONIC_USEC=") } == true)
+    }
+}
+
+/// Starts preforkd with `arguments` and a client that has sent `sent` (no tag) and is held by a
+/// worker; the caller stops both.
+func startWithClientMidMessage(_ arguments: [String], sent: String) throws -> (Daemon, Client, UInt16) {
+    let daemon = try Daemon(arguments)
+    do {
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let client = try Client(port: port)
+        try client.send(sent)
+        try waitUntil("a worker to take the client") { (try? busyWorkers(daemon)) == 1 }
+        return (daemon, client, port)
+    } catch {
+        daemon.stop()
+        throw error
     }
 }
 
