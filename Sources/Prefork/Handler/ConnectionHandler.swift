@@ -49,5 +49,5 @@ public struct WorkerContext {
     /// True once the worker has been asked to stop (gracefully or not): finish the current
     /// request, then return instead of waiting for another one.
     @inlinable
-    public var isStopping: Bool { pf_worker_stop_requested() != 0 }
+    public var isStopping: Bool { StopRequest.current != .none }
 }

@@ -71,7 +71,7 @@ func acceptConnection(on listener: Int32, peer: PeerAddressBuffer) throws(Accept
         let error = Errno(rawValue: Glibc.errno)
         switch error {
         case .interrupted:
-            if pf_worker_stop_requested() != 0 { throw .stopRequested }
+            if StopRequest.current != .none { throw .stopRequested }
         case .connectionAbort, .protocolError:
             continue
         case .wouldBlock, .resourceTemporarilyUnavailable:
@@ -80,7 +80,7 @@ func acceptConnection(on listener: Int32, peer: PeerAddressBuffer) throws(Accept
             throw .resourcesExhausted(SystemCallError("accept4", errno: error))
         case .badFileDescriptor, .invalidArgument, .notSocket:
             // The stop handler swaps a non-listening socket in over the listener.
-            throw pf_worker_stop_requested() != 0 ? .stopRequested : .listenerClosed
+            throw StopRequest.current != .none ? .stopRequested : .listenerClosed
         default:
             throw .failed(SystemCallError("accept4", errno: error))
         }
@@ -99,7 +99,7 @@ func readInitialData(from fd: Int32, into buffer: UnsafeMutableRawBufferPointer)
         switch error {
         case .interrupted:
             // A graceful stop lets this connection finish; an immediate one does not.
-            if pf_worker_stop_requested() == 2 { throw .stopRequested }
+            if StopRequest.current == .immediate { throw .stopRequested }
         case .wouldBlock, .resourceTemporarilyUnavailable:
             throw .initialReadTimedOut
         case .connectionReset, .brokenPipe, .timedOut:
@@ -119,7 +119,7 @@ func acceptBlocking(on listener: Int32, peer: PeerAddressBuffer) throws(AcceptEr
             return try acceptConnection(on: listener, peer: peer)
         } catch .wouldBlock {
             var entry = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
-            if poll(&entry, 1, -1) < 0, pf_worker_stop_requested() != 0 { throw .stopRequested }
+            if poll(&entry, 1, -1) < 0, StopRequest.current != .none { throw .stopRequested }
         }
     }
 }

@@ -55,8 +55,8 @@ public struct Connection {
             if n >= 0 { return n }
             let error = Errno(rawValue: Glibc.errno)
             if error == .interrupted {
-                let stop = pf_worker_stop_requested()
-                if stop == 2 || (stop == 1 && interruptible) { throw .stopRequested }
+                let stop = StopRequest.current
+                if stop == .immediate || (stop == .graceful && interruptible) { throw .stopRequested }
                 continue
             }
             throw ConnectionError(readError: error)
@@ -75,7 +75,7 @@ public struct Connection {
             }
             let error = Errno(rawValue: Glibc.errno)
             if error == .interrupted {
-                if pf_worker_stop_requested() == 2 { throw .stopRequested }
+                if StopRequest.current == .immediate { throw .stopRequested }
                 continue
             }
             throw ConnectionError(writeError: error)

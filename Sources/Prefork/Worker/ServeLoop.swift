@@ -41,7 +41,7 @@ struct ServeLoop {
         var backoff = Backoff()
         // One listener (the usual case): accept on it directly, no epoll.
         let onlyFD = epoll < 0 ? listeners[0].fileDescriptor : -1
-        while pf_worker_stop_requested() == 0 {
+        while StopRequest.current == .none {
             slot.enter(.accepting)
             let fd: Int32
             // An index rather than the listener itself: the connection takes the one reference
@@ -128,12 +128,12 @@ struct ServeLoop {
             let tag = pf_epoll_wait_one(epoll, -1)
             if tag < 0 {
                 if Glibc.errno == EINTR || Glibc.errno == EAGAIN {
-                    if pf_worker_stop_requested() != 0 { throw .stopRequested }
+                    if StopRequest.current != .none { throw .stopRequested }
                     continue
                 }
                 throw .failed(SystemCallError.current("epoll_wait"))
             }
-            if pf_worker_stop_requested() != 0 { throw .stopRequested }
+            if StopRequest.current != .none { throw .stopRequested }
             guard tag < listeners.count else { continue }  // the wake pipe
             do {
                 return (try acceptConnection(on: listeners[Int(tag)].fileDescriptor, peer: peer), Int(tag))
