@@ -1,0 +1,518 @@
+import Logging
+import SystemPackage
+
+/// Every decision about the worker pool, as a function of events and time: what to fork and
+/// when, whom to stop and when to kill them, when a reload commits or rolls back, when the
+/// service is ready, when to give up.
+///
+/// It forks nothing, sends no signal and reads no clock: ``Supervisor`` feeds it what happened
+/// (with the monotonic time) and carries out the ``Action``s it returns; unit tests drive it with
+/// made-up events and a fake clock. In the spirit of gunicorn's `Arbiter.manage_workers` and
+/// `murder_workers`, as plain functions of (workers, time, settings).
+struct PoolPolicy {
+    /// What one generation's configuration asks of the pool.
+    struct Limits: Equatable {
+        /// Workers to keep running.
+        var workers: Int
+        /// How long a worker told to stop may take before it is killed.
+        var gracefulTimeoutNs: UInt64
+        /// How long a new worker may take from fork to its first accept.
+        var bootTimeoutNs: UInt64
+    }
+
+    /// A live worker process, as far as decisions go.
+    struct Worker: Equatable {
+        let pid: Int32
+        /// Its scoreboard slot (its number in logs is slot + 1).
+        let slot: Int
+        let generation: Int
+        let forkedAt: UInt64
+        /// It reached its first accept.
+        var booted = false
+        /// When it was told to stop; nil while it serves.
+        var retiredAt: UInt64?
+        /// When it is killed if it has not exited by then (set with `retiredAt`).
+        var killAt: UInt64?
+        /// SIGKILL was sent.
+        var killed = false
+
+        var number: Int { slot + 1 }
+        var isServing: Bool { retiredAt == nil && !killed }
+    }
+
+    /// What an operator asked for (the supervisor's signals).
+    enum Command: Equatable {
+        /// TERM, INT: finish current connections, then exit.
+        case stop
+        /// QUIT: exit now.
+        case stopNow
+        /// HUP: load the configuration again into a new generation.
+        case reload
+        /// TTIN / TTOU.
+        case addWorker, removeWorker
+    }
+
+    /// What happened.
+    enum Event: Equatable {
+        case command(Command)
+        /// A worker of `generation` was forked into `slot`.
+        case forked(pid: Int32, slot: Int, generation: Int)
+        /// `fork` failed (EAGAIN, ENOMEM): a resource shortage, not a worker's fault.
+        case forkFailed(SystemCallError)
+        /// Every scoreboard slot is taken (retiring workers hold them).
+        case noFreeSlot
+        /// The supervisor has more than one thread: forking is unsafe.
+        case unsafeToFork(threads: Int)
+        /// The worker reached its first accept (read from the scoreboard).
+        case booted(pid: Int32)
+        /// The worker was reaped; `errno` is what it recorded when it gave up booting (0: none).
+        case exited(pid: Int32, status: WaitStatus, errno: Int32)
+        /// A reload's new configuration is valid and its listeners are bound.
+        case reloadPrepared(Limits)
+        /// A reload's new configuration was refused; the running generation goes on.
+        case reloadRejected(reason: String)
+        /// Time passed.
+        case tick
+    }
+
+    /// What the supervisor is to do, in order.
+    enum Action: Equatable {
+        /// Fork one worker of `generation` (then report ``Event/forked(pid:slot:generation:)`` or a failure).
+        case fork(generation: Int)
+        /// SIGTERM: finish the current connection, then exit.
+        case terminate(pid: Int32)
+        /// SIGKILL.
+        case kill(pid: Int32)
+        /// Load the configuration and bind new listeners; report ``Event/reloadPrepared(_:)`` or
+        /// ``Event/reloadRejected(reason:)``. Nothing the running generation uses may change yet.
+        case prepareReload
+        /// The new generation serves and the old one was told to stop: apply what the reload
+        /// changes on shared sockets, close dropped listeners, switch the log level.
+        case commitReload(generation: Int)
+        /// The new generation cannot boot: close the listeners it added, restore the old setup.
+        case rollBackReload(generation: Int, restoring: Int)
+        /// RELOADING=1.
+        case notifyReloading
+        /// STOPPING=1.
+        case notifyStopping
+        /// READY=1 (after start, a reload, or a rollback), with a note for STATUS=.
+        case notifyReady(note: String?)
+        /// A graceful stop began: stop taking new connections where that is ours to decide.
+        case closeListenersForDrain
+        /// A fatal condition: STATUS=Failed and ERRNO= for systemd.
+        case fail(reason: String, errno: Errno)
+        /// A log line about the pool.
+        case log(Logger.Level, String, worker: Int32? = nil)
+        /// Every worker is gone after a stop: exit with this status.
+        case exit(PreforkExitCode)
+    }
+
+    /// A reload whose generation has not taken over yet.
+    struct PendingReload: Equatable {
+        /// The new generation.
+        let generation: Int
+        /// The generation that serves until this one commits, and its limits.
+        let previous: Int
+        let previousLimits: Limits
+        /// The new generation must be whole by then, or the reload is rolled back.
+        let deadline: UInt64
+    }
+
+    enum Phase: Equatable {
+        case running
+        /// Stopping; `graceful` is false after QUIT or a fatal failure.
+        case stopping(graceful: Bool, deadline: UInt64)
+        case stopped
+    }
+
+    /// Consecutive boot failures after which the pool gives up (or a reload rolls back).
+    static let maximumBootFailures = 5
+    /// A booted worker dying sooner than this after its fork died young: respawns back off.
+    static let youngDeathNs: UInt64 = 2_000_000_000
+    static let minimumRespawnDelayNs: UInt64 = 100_000_000
+    static let maximumRespawnDelayNs: UInt64 = 10_000_000_000
+    /// How long to wait for a scoreboard slot to free up.
+    static let slotRetryNs: UInt64 = 1_000_000_000
+
+    private(set) var limits: Limits
+    /// The generation new workers join.
+    private(set) var generation = 1
+    /// The highest generation number given out (a rolled-back one is not reused).
+    private var lastGeneration = 1
+    private(set) var workers: [Int32: Worker] = [:]
+    private(set) var reload: PendingReload?
+    /// A HUP that came while a reload (or a rollback's recovery) was still under way.
+    private(set) var reloadQueued = false
+    /// READY=1 is owed once the current generation is whole (at start, after a reload or a rollback).
+    private var readyOwed = true
+    private var readyNote: String?
+    private(set) var phase = Phase.running
+    private var exitCode = PreforkExitCode.success
+    private(set) var consecutiveBootFailures = 0
+    /// Not before this time may a missing worker be forked.
+    private(set) var nextForkAt: UInt64 = 0
+    private var respawnDelayNs: UInt64 = 0
+    /// One "no free slot" line per shortage, not one per retry.
+    private var slotShortageReported = false
+    let maximumWorkers: Int
+
+    init(limits: Limits, maximumWorkers: Int = ServerConfiguration.maximumWorkers) {
+        self.limits = limits
+        self.maximumWorkers = maximumWorkers
+    }
+
+    // MARK: - queries
+
+    /// Workers of the current generation that serve (not told to stop).
+    var servingCount: Int { workers.values.reduce(0) { $0 + ($1.generation == generation && $1.isServing ? 1 : 0) } }
+
+    /// What the watchdog vouches for: the pool runs, it has a worker that accepts, and workers
+    /// are not failing to boot.
+    var isHealthy: Bool {
+        phase == .running && consecutiveBootFailures < Self.maximumBootFailures
+            && workers.values.contains { $0.booted && !$0.killed }
+    }
+
+    /// When the drain of a stop ends (SIGKILL for the rest), while one runs.
+    var drainDeadline: UInt64? {
+        if case .stopping(true, let deadline) = phase { return deadline }
+        return nil
+    }
+
+    /// The earliest time at which ``handle(_:now:)`` with ``Event/tick`` has something to do;
+    /// nil when only an event can change anything.
+    func nextDeadline() -> UInt64? {
+        var times: [UInt64] = []
+        if phase == .running && servingCount < limits.workers { times.append(nextForkAt) }
+        if let reload { times.append(reload.deadline) }
+        for worker in workers.values where !worker.killed {
+            if let killAt = worker.killAt { times.append(killAt) }
+            if !worker.booted { times.append(worker.forkedAt &+ limits.bootTimeoutNs) }
+        }
+        return times.min()
+    }
+
+    // MARK: - events
+
+    /// Takes in one event at time `now` and returns what to do about it, in order.
+    mutating func handle(_ event: Event, now: UInt64) -> [Action] {
+        var actions: [Action] = []
+        switch event {
+        case .command(let command): obey(command, now: now, into: &actions)
+        case .forked(let pid, let slot, let generation):
+            workers[pid] = Worker(pid: pid, slot: slot, generation: generation, forkedAt: now)
+            slotShortageReported = false
+        case .forkFailed(let error):
+            backOff(now: now)
+            actions.append(.log(.error, "\(error); forking again in \(respawnDelayNs / 1_000_000) ms"))
+        case .noFreeSlot:
+            nextForkAt = now + Self.slotRetryNs
+            if !slotShortageReported {
+                slotShortageReported = true
+                actions.append(.log(.error, "No free scoreboard slot (retiring workers hold them all); not forking"))
+            }
+        case .unsafeToFork(let threads):
+            fail(
+                "the supervisor has \(threads) threads; fork is only safe with one", errno: .deadlock,
+                into: &actions)
+        case .booted(let pid):
+            guard workers[pid] != nil, !workers[pid]!.booted else { break }
+            workers[pid]!.booted = true
+            consecutiveBootFailures = 0
+        case .exited(let pid, let status, let errno):
+            guard let worker = workers.removeValue(forKey: pid) else { break }
+            workerExited(worker, status: status, errno: errno, now: now, into: &actions)
+        case .reloadPrepared(let next):
+            startGeneration(next, now: now, into: &actions)
+        case .reloadRejected(let reason):
+            actions.append(.log(.error, "SIGHUP: reload rejected, keeping generation \(generation): \(reason)"))
+            startQueuedReload(into: &actions)
+        case .tick:
+            break
+        }
+        enforceDeadlines(now: now, into: &actions)
+        advance(now: now, into: &actions)
+        return actions
+    }
+
+    private mutating func obey(_ command: Command, now: UInt64, into actions: inout [Action]) {
+        switch command {
+        case .stop:
+            guard phase == .running else { return }
+            let deadline = now + limits.gracefulTimeoutNs
+            phase = .stopping(graceful: true, deadline: deadline)
+            reload = nil
+            actions.append(.notifyStopping)
+            actions.append(.closeListenersForDrain)
+            actions.append(
+                .log(
+                    .info,
+                    "Graceful stop; draining \(workers.count) workers (up to \(Self.seconds(limits.gracefulTimeoutNs)) s)"
+                ))
+            for pid in workers.keys.sorted() where workers[pid]!.isServing {
+                retire(pid, now: now, killAt: deadline, into: &actions)
+            }
+        case .stopNow:
+            if case .stopping(false, _) = phase { return }
+            if phase == .running { actions.append(.notifyStopping) }
+            phase = .stopping(graceful: false, deadline: now)
+            reload = nil
+            actions.append(.log(.info, "Immediate stop"))
+            killAll(into: &actions)
+        case .reload:
+            guard phase == .running else { return }
+            if reload != nil || readyOwed {
+                reloadQueued = true
+                actions.append(
+                    .log(.info, "SIGHUP: generation \(generation) is still starting; reloading again once it serves"))
+                return
+            }
+            actions.append(.prepareReload)
+        case .addWorker:
+            guard phase == .running else { return }
+            guard limits.workers < maximumWorkers else {
+                actions.append(.log(.warning, "SIGTTIN: already at the maximum of \(maximumWorkers) workers"))
+                return
+            }
+            limits.workers += 1
+            actions.append(.log(.info, "SIGTTIN: workers \(limits.workers - 1) → \(limits.workers)"))
+        case .removeWorker:
+            guard phase == .running else { return }
+            guard limits.workers > 1 else {
+                actions.append(.log(.warning, "SIGTTOU: keeping the last worker"))
+                return
+            }
+            limits.workers -= 1
+            actions.append(.log(.info, "SIGTTOU: workers \(limits.workers + 1) → \(limits.workers)"))
+            retireSurplus(now: now, into: &actions)
+        }
+    }
+
+    /// A reload's configuration is ready: its generation starts beside the serving one.
+    private mutating func startGeneration(_ next: Limits, now: UInt64, into actions: inout [Action]) {
+        guard phase == .running else { return }
+        lastGeneration += 1
+        reload = PendingReload(
+            generation: lastGeneration, previous: generation, previousLimits: limits,
+            deadline: now + next.bootTimeoutNs)
+        generation = lastGeneration
+        limits = next
+        consecutiveBootFailures = 0
+        respawnDelayNs = 0
+        nextForkAt = 0
+        actions.append(.notifyReloading)
+        actions.append(
+            .log(.info, "SIGHUP: reloading; starting generation \(generation) with \(limits.workers) workers"))
+    }
+
+    private mutating func workerExited(
+        _ worker: Worker, status: WaitStatus, errno: Int32, now: UInt64, into actions: inout [Action]
+    ) {
+        let name = "Worker \(worker.number)"
+        if worker.retiredAt != nil || phase != .running {
+            actions.append(.log(.debug, "\(name) exited (\(status))", worker: worker.pid))
+            if worker.generation != generation, !workers.values.contains(where: { $0.generation == worker.generation })
+            {
+                actions.append(.log(.info, "Generation \(worker.generation) drained"))
+            }
+            return
+        }
+        if !worker.booted || status.isBootFailure {
+            consecutiveBootFailures += 1
+            actions.append(
+                .log(
+                    .error, "\(name) failed to boot (\(status)); \(consecutiveBootFailures) in a row",
+                    worker: worker.pid))
+            if consecutiveBootFailures >= Self.maximumBootFailures {
+                if let reload, worker.generation == reload.generation {
+                    rollBack(
+                        reason: "failed to boot \(consecutiveBootFailures) times in a row", now: now, into: &actions)
+                } else {
+                    let code = errno != 0 ? Errno(rawValue: errno) : Errno.noChildProcess
+                    actions.append(
+                        .log(
+                            .critical,
+                            "Workers cannot boot: \(consecutiveBootFailures) consecutive failures; giving up"))
+                    fail("workers cannot boot (last: \(status))", errno: code, into: &actions)
+                }
+                return
+            }
+            backOff(now: now)
+            actions.append(.log(.info, "Respawning in \(respawnDelayNs / 1_000_000) ms"))
+            return
+        }
+        if worker.generation != generation {
+            // The previous generation still serves while a reload boots; it is not topped up.
+            actions.append(.log(.warning, "\(name) of generation \(worker.generation) died (\(status))"))
+            return
+        }
+        actions.append(.log(.warning, "\(name) died (\(status)); replacing it", worker: worker.pid))
+        if now - worker.forkedAt < Self.youngDeathNs {
+            backOff(now: now)
+            actions.append(.log(.info, "Workers die young; respawning in \(respawnDelayNs / 1_000_000) ms"))
+        } else {
+            respawnDelayNs = 0
+        }
+    }
+
+    /// Doubles the respawn delay (100 ms up to 10 s) and holds forks until it passes.
+    private mutating func backOff(now: UInt64) {
+        respawnDelayNs = min(max(respawnDelayNs * 2, Self.minimumRespawnDelayNs), Self.maximumRespawnDelayNs)
+        nextForkAt = now + respawnDelayNs
+    }
+
+    /// The new generation cannot boot: go back to the one that serves. READY=1 follows once
+    /// that one is whole again.
+    private mutating func rollBack(reason: String, now: UInt64, into actions: inout [Action]) {
+        guard let pending = reload else { return }
+        actions.append(
+            .log(
+                .error,
+                "Reload abandoned: generation \(pending.generation) \(reason); generation \(pending.previous) keeps serving"
+            ))
+        generation = pending.previous
+        limits = pending.previousLimits
+        reload = nil
+        for pid in workers.keys.sorted() where workers[pid]!.generation == pending.generation {
+            // One that never booted has no client: kill it (it may hang in its set-up).
+            if workers[pid]!.booted {
+                retire(pid, now: now, killAt: now + limits.gracefulTimeoutNs, into: &actions)
+            } else if !workers[pid]!.killed {
+                workers[pid]!.retiredAt = now
+                workers[pid]!.killed = true
+                actions.append(.kill(pid: pid))
+            }
+        }
+        actions.append(.rollBackReload(generation: pending.generation, restoring: pending.previous))
+        consecutiveBootFailures = 0
+        respawnDelayNs = 0
+        nextForkAt = 0
+        readyOwed = true
+        readyNote = "Reload failed (\(reason))"
+    }
+
+    private mutating func fail(_ reason: String, errno: Errno, into actions: inout [Action]) {
+        exitCode = .failure
+        let wasRunning = phase == .running
+        phase = .stopping(graceful: false, deadline: 0)
+        reload = nil
+        if wasRunning { actions.append(.notifyStopping) }
+        actions.append(.fail(reason: reason, errno: errno))
+        killAll(into: &actions)
+    }
+
+    // MARK: - after every event
+
+    /// Kills workers past their stop deadline, rolls back a reload past its boot deadline, and
+    /// kills workers that take too long to boot.
+    private mutating func enforceDeadlines(now: UInt64, into actions: inout [Action]) {
+        for pid in workers.keys.sorted() {
+            guard let worker = workers[pid], !worker.killed, let killAt = worker.killAt, now >= killAt else { continue }
+            workers[pid]!.killed = true
+            // The allowance, not the measured wait: the loop may wake a little late.
+            let allowed = Self.seconds(killAt - (worker.retiredAt ?? killAt))
+            actions.append(
+                .log(
+                    .warning,
+                    "Worker \(worker.number) of generation \(worker.generation) still busy \(allowed) s after it was told to stop; killing it",
+                    worker: pid))
+            actions.append(.kill(pid: pid))
+        }
+        if let pending = reload, now >= pending.deadline {
+            rollBack(
+                reason: "did not start within \(Self.seconds(limits.bootTimeoutNs)) s", now: now, into: &actions)
+        }
+        for pid in workers.keys.sorted() {
+            guard let worker = workers[pid], !worker.booted, !worker.killed,
+                now >= worker.forkedAt &+ limits.bootTimeoutNs
+            else { continue }
+            workers[pid]!.killed = true
+            actions.append(
+                .log(
+                    .error,
+                    "Worker \(worker.number) did not start within \(Self.seconds(limits.bootTimeoutNs)) s; killing it",
+                    worker: pid))
+            actions.append(.kill(pid: pid))
+        }
+    }
+
+    /// Commits a reload or announces readiness once the current generation is whole, then tops
+    /// the pool up; after a stop, exits once every worker is gone.
+    private mutating func advance(now: UInt64, into actions: inout [Action]) {
+        guard phase == .running else {
+            if workers.isEmpty, phase != .stopped {
+                phase = .stopped
+                actions.append(.exit(exitCode))
+            }
+            return
+        }
+        let current = workers.values.filter { $0.generation == generation && $0.isServing }
+        if current.count >= limits.workers, current.allSatisfy(\.booted) {
+            if let pending = reload {
+                let old = workers.values.filter { $0.generation != generation && $0.isServing }.map(\.pid).sorted()
+                actions.append(
+                    .log(
+                        .info, "Generation \(generation) accepting; retiring \(old.count) workers of the previous one"))
+                for pid in old { retire(pid, now: now, killAt: now + limits.gracefulTimeoutNs, into: &actions) }
+                actions.append(.commitReload(generation: pending.generation))
+                reload = nil
+                readyOwed = true
+            }
+            if readyOwed {
+                readyOwed = false
+                actions.append(.log(.info, "Ready: \(current.count) workers accepting (generation \(generation))"))
+                actions.append(.notifyReady(note: readyNote))
+                readyNote = nil
+                startQueuedReload(into: &actions)
+            }
+        }
+        if now >= nextForkAt, servingCount < limits.workers {
+            actions.append(.fork(generation: generation))
+        }
+    }
+
+    private mutating func startQueuedReload(into actions: inout [Action]) {
+        guard reloadQueued, reload == nil, !readyOwed, phase == .running else { return }
+        reloadQueued = false
+        actions.append(.prepareReload)
+    }
+
+    // MARK: - helpers
+
+    private mutating func retire(_ pid: Int32, now: UInt64, killAt: UInt64, into actions: inout [Action]) {
+        guard workers[pid] != nil, workers[pid]!.isServing else { return }
+        workers[pid]!.retiredAt = now
+        workers[pid]!.killAt = min(killAt, workers[pid]!.killAt ?? .max)
+        actions.append(.terminate(pid: pid))
+    }
+
+    /// TTOU: the newest serving workers of the current generation beyond the target stop.
+    private mutating func retireSurplus(now: UInt64, into actions: inout [Action]) {
+        let serving = workers.values.filter { $0.generation == generation && $0.isServing }
+        let surplus = serving.count - limits.workers
+        guard surplus > 0 else { return }
+        // Not yet booted ones first (they serve nobody), then the newest.
+        let unbooted = serving.filter { !$0.booted }.sorted { $0.pid < $1.pid }
+        let booted = serving.filter(\.booted).sorted { ($0.forkedAt, $0.pid) > ($1.forkedAt, $1.pid) }
+        for worker in (unbooted + booted).prefix(surplus) {
+            retire(worker.pid, now: now, killAt: now + limits.gracefulTimeoutNs, into: &actions)
+        }
+    }
+
+    private mutating func killAll(into actions: inout [Action]) {
+        for pid in workers.keys.sorted() where !workers[pid]!.killed {
+            workers[pid]!.killed = true
+            actions.append(.kill(pid: pid))
+        }
+    }
+
+    /// Seconds for log lines, to the millisecond without trailing zeros: "30", "1.5", "0.05".
+    static func seconds(_ nanoseconds: UInt64) -> String {
+        let milliseconds = (nanoseconds + 500_000) / 1_000_000
+        var fraction = String(milliseconds % 1000)
+        guard fraction != "0" else { return "\(milliseconds / 1000)" }
+        fraction = String(repeating: "0", count: 3 - fraction.count) + fraction
+        while fraction.hasSuffix("0") { fraction.removeLast() }
+        return "\(milliseconds / 1000).\(fraction)"
+    }
+}
