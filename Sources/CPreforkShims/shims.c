@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/epoll.h>
@@ -48,14 +49,27 @@ int pf_sigmask(int how, const int *signals, int count) {
     return sigprocmask(how, &set, NULL);
 }
 
-void pf_reset_signal_dispositions(void) {
+int pf_default_signal_dispositions(const int *signals, int count) {
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; sig++) {
-        if (sig == SIGKILL || sig == SIGSTOP) continue;
-        sigaction(sig, &dfl, NULL);  // fails harmlessly for the reserved real-time signals
+    for (int i = 0; i < count; i++) {
+        if (sigaction(signals[i], &dfl, NULL) < 0) return -1;
     }
+    return 0;
+}
+
+int pf_ensure_standard_fds(void) {
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF) continue;
+        int opened = open("/dev/null", O_RDWR);
+        if (opened < 0) return -1;
+        if (opened != fd) {  // a lower one was closed too and took it: fix up both
+            if (dup2(opened, fd) < 0) return -1;
+            close(opened);
+        }
+    }
+    return 0;
 }
 
 void pf_ignore_sigpipe(void) {
@@ -108,29 +122,25 @@ const void *pf_memmem(const void *haystack, size_t haystack_len, const void *nee
 
 int pf_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
-int pf_epoll_add(int epfd, int fd, int tag, int exclusive) {
+int pf_epoll_add(int epfd, int fd, uint32_t tag, int exclusive) {
     struct epoll_event event;
     memset(&event, 0, sizeof event);
     event.events = EPOLLIN | (exclusive ? EPOLLEXCLUSIVE : 0);
-    event.data.u32 = (uint32_t)tag;
+    event.data.u32 = tag;
     return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event);
 }
 
-int pf_epoll_wait_one(int epfd, int timeout_ms) {
+int pf_epoll_wait_one(int epfd, int timeout_ms, uint32_t *tag) {
     struct epoll_event event;
     int n = epoll_wait(epfd, &event, 1, timeout_ms);
-    if (n <= 0) {
-        if (n == 0) errno = EAGAIN;
-        return -1;
-    }
-    return (int)event.data.u32;
+    if (n == 1) *tag = event.data.u32;
+    return n;
 }
 
 // MARK: worker stop handling
 
-#define PF_MAX_LISTENERS 64
 static volatile sig_atomic_t stop_requested = 0;
-static int stop_listener_fds[PF_MAX_LISTENERS];
+static int *stop_listener_fds = NULL;
 static int stop_listener_count = 0;
 static int stop_dead_fd = -1;
 static int stop_wake_fd = -1;
@@ -151,8 +161,12 @@ static void on_stop_signal(int sig) {
 }
 
 int pf_worker_install_stop_handler(const int *listener_fds, int count, int dead_fd, int wake_fd) {
-    if (count > PF_MAX_LISTENERS) { errno = EINVAL; return -1; }
-    for (int i = 0; i < count; i++) stop_listener_fds[i] = listener_fds[i];
+    // As many listeners as the configuration has: the handler only reads this array, which is
+    // filled in before the handler is installed and never freed.
+    int *fds = malloc(sizeof(int) * (size_t)(count > 0 ? count : 1));
+    if (!fds) return -1;
+    for (int i = 0; i < count; i++) fds[i] = listener_fds[i];
+    stop_listener_fds = fds;
     stop_listener_count = count;
     stop_dead_fd = dead_fd;
     stop_wake_fd = wake_fd;
@@ -208,5 +222,7 @@ void pf_slot_add_connection(pf_slot *slot) { __atomic_fetch_add(&slot->connectio
 uint64_t pf_slot_load_connections(const pf_slot *slot) {
     return __atomic_load_n(&slot->connections, __ATOMIC_RELAXED);
 }
-void pf_slot_add_failure(pf_slot *slot) { __atomic_fetch_add(&slot->failures, 1, __ATOMIC_RELAXED); }
-uint64_t pf_slot_load_failures(const pf_slot *slot) { return __atomic_load_n(&slot->failures, __ATOMIC_RELAXED); }
+void pf_slot_store_boot_errno(pf_slot *slot, int32_t value) {
+    __atomic_store_n(&slot->boot_errno, value, __ATOMIC_RELAXED);
+}
+int32_t pf_slot_load_boot_errno(const pf_slot *slot) { return __atomic_load_n(&slot->boot_errno, __ATOMIC_RELAXED); }

@@ -7,9 +7,10 @@ import Testing
 @Suite struct ScoreboardTests {
     @Test func summaryCountsStagesAndConnections() throws {
         let board = try Scoreboard(capacity: 4)
-        board.claim(0, pid: 10, generation: 1)
-        board.claim(1, pid: 11, generation: 1)
-        board.claim(2, pid: 12, generation: 1)
+        for index in 0..<3 {
+            board.reserve(index, generation: 1)
+            board.assign(index, pid: Int32(10 + index))
+        }
         SlotWriter(slot: board.slot(1)).enter(.accepting)
         SlotWriter(slot: board.slot(2)).enter(.handling)
         SlotWriter(slot: board.slot(2)).countConnection()
@@ -22,7 +23,7 @@ import Testing
 
     @Test func aForkedChildWritesWhatTheParentReads() throws {
         let board = try Scoreboard(capacity: 2)
-        board.claim(0, pid: 1, generation: 1)
+        board.reserve(0, generation: 1)
         let child = fork()
         if child == 0 {
             SlotWriter(slot: board.slot(0)).enter(.accepting)
@@ -33,6 +34,20 @@ import Testing
         waitpid(child, &status, 0)
         #expect(board.stage(0) == .accepting)
         #expect(pf_slot_load_connections(board.slot(0)) == 1)
+    }
+
+    /// The slot is reserved before the fork: a child that reaches accept before the parent
+    /// records its pid is not turned back into a "starting" worker (a phantom in STATUS=).
+    @Test func assigningThePidAfterTheForkKeepsTheStageTheChildWrote() throws {
+        let board = try Scoreboard(capacity: 2)
+        board.reserve(1, generation: 3)
+        SlotWriter(slot: board.slot(1)).enter(.accepting)  // the child, first
+        board.assign(1, pid: 4242)  // the parent, after fork returned
+        #expect(board.stage(1) == .accepting)
+        #expect(board.hasBooted(1, pid: 4242))
+        #expect(!board.hasBooted(1, pid: 4243), "a report names its worker by pid")
+        #expect(board.summary(of: [1]) == Scoreboard.Summary(starting: 0, idle: 1, busy: 0, connections: 0))
+        #expect(board.firstFreeSlot() == 0)
     }
 
     @Test func threadCountIsOneInAFreshChild() {

@@ -21,8 +21,12 @@ int pf_signalfd_read(int fd, int32_t *sender_pid, int32_t *status);
 /// Blocks (how = SIG_BLOCK) or unblocks (SIG_UNBLOCK) the listed signals in this thread; SIG_SETMASK
 /// with count 0 clears the mask.
 int pf_sigmask(int how, const int *signals, int count);
-/// Restores the default disposition of every catchable signal (for a freshly forked child).
-void pf_reset_signal_dispositions(void);
+/// Restores the default disposition of the listed signals: a signal a parent left ignored would
+/// otherwise be discarded before a signalfd could see it (SIGCHLD ignored means no zombies to reap).
+int pf_default_signal_dispositions(const int *signals, int count);
+/// Opens /dev/null on any of fds 0, 1 and 2 that is closed, so that a socket opened later never
+/// becomes "stderr" and receives log lines. Returns -1 when /dev/null cannot be opened.
+int pf_ensure_standard_fds(void);
 /// Ignores SIGPIPE so a write to a closed connection returns EPIPE instead of killing the process.
 void pf_ignore_sigpipe(void);
 /// prctl(PR_SET_PDEATHSIG).
@@ -44,9 +48,10 @@ const void *pf_memmem(const void *haystack, size_t haystack_len, const void *nee
 int pf_epoll_create(void);
 /// Adds `fd` for EPOLLIN (with EPOLLEXCLUSIVE when `exclusive`: one waiter woken per connection),
 /// tagged with `tag`.
-int pf_epoll_add(int epfd, int fd, int tag, int exclusive);
-/// Waits for one event; returns its tag, or -1 with errno (EINTR included).
-int pf_epoll_wait_one(int epfd, int timeout_ms);
+int pf_epoll_add(int epfd, int fd, uint32_t tag, int exclusive);
+/// Waits for one event: 1 with its tag in `*tag`, 0 when the timeout passed, -1 with errno
+/// (EINTR included). Any 32-bit tag is possible, so none can be mistaken for the error return.
+int pf_epoll_wait_one(int epfd, int timeout_ms, uint32_t *tag);
 
 // MARK: worker stop handling
 
@@ -82,8 +87,9 @@ typedef struct pf_slot {
     uint64_t stage_since_ns;
     uint64_t generation;
     uint64_t connections;
-    uint64_t failures;
-    uint64_t reserved[3];
+    /// The errno a worker that gave up booting recorded (0: none), for the supervisor's ERRNO=.
+    int32_t boot_errno;
+    uint32_t padding;
 } pf_slot;
 
 void pf_slot_store_stage(pf_slot *slot, uint32_t stage, uint64_t now_ns);
@@ -99,7 +105,7 @@ void pf_slot_store_generation(pf_slot *slot, uint64_t generation);
 uint64_t pf_slot_load_generation(const pf_slot *slot);
 void pf_slot_add_connection(pf_slot *slot);
 uint64_t pf_slot_load_connections(const pf_slot *slot);
-void pf_slot_add_failure(pf_slot *slot);
-uint64_t pf_slot_load_failures(const pf_slot *slot);
+void pf_slot_store_boot_errno(pf_slot *slot, int32_t value);
+int32_t pf_slot_load_boot_errno(const pf_slot *slot);
 
 #endif

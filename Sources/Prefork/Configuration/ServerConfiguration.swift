@@ -19,6 +19,10 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// `graceful-timeout`: seconds the workers get to finish their connections on stop or reload,
     /// before they are killed.
     public var gracefulTimeout: Double = 30
+    /// `boot-timeout`: seconds a new worker may take from its fork to its first accept (the
+    /// handler's `prepare` included). One that takes longer is killed as a boot failure; a
+    /// reload whose new generation is not whole by then is rolled back.
+    public var bootTimeout: Double = 30
     /// `backlog`: the accept queue of each bound listener (the kernel clamps it to somaxconn).
     public var backlog: Int = 4096
     /// `unix-mode`: permissions of the unix socket files preforkd creates.
@@ -43,6 +47,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         try Self.check("initial-timeout", initialTimeout, 0.001...86400)
         try Self.check("send-timeout", sendTimeout, 0.001...86400)
         try Self.check("graceful-timeout", gracefulTimeout, 0...86400)
+        try Self.check("boot-timeout", bootTimeout, 0.001...86400)
         guard unixMode <= 0o777 else {
             throw ConfigurationError(
                 key: "unix-mode", value: String(unixMode, radix: 8), reason: "must be an octal mode from 0 to 777")

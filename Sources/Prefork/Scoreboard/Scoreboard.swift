@@ -2,36 +2,39 @@ import CPreforkShims
 import Glibc
 
 /// Shared memory with one slot per worker: what it is doing, since when, and how many
-/// connections it has served.
+/// connections it has served — the one truth about a worker's stage.
 ///
 /// Mapped `MAP_SHARED | MAP_ANONYMOUS` by the supervisor before the first fork, so every worker
 /// writes its own slot and the supervisor reads them all without a syscall — for readiness,
-/// STATUS= and deadlines (as Apache's prefork scoreboard).
-public struct Scoreboard {
+/// STATUS= and deadlines (as Apache's prefork scoreboard). A slot is reserved before the fork
+/// and freed after the reap, so a slot never speaks for two workers.
+struct Scoreboard {
     /// What a worker is doing.
-    public enum Stage: UInt32, Sendable {
+    enum Stage: UInt32, Sendable, Comparable {
         case free = 0
         case starting, accepting, reading, handling, exiting
+
+        static func < (lhs: Stage, rhs: Stage) -> Bool { lhs.rawValue < rhs.rawValue }
     }
 
     /// Counts across the whole pool.
-    public struct Summary: Sendable, Equatable {
+    struct Summary: Sendable, Equatable {
         /// Workers between fork and their first accept.
-        public var starting = 0
+        var starting = 0
         /// Workers parked in accept: ready for a connection now.
-        public var idle = 0
+        var idle = 0
         /// Workers reading initial data or running their handler.
-        public var busy = 0
+        var busy = 0
         /// Connections handed to handlers by live workers.
-        public var connections: UInt64 = 0
+        var connections: UInt64 = 0
     }
 
     private let base: UnsafeMutablePointer<pf_slot>
     /// The number of slots (the most workers that can exist at once, old generations included).
-    public let capacity: Int
+    let capacity: Int
 
     /// Maps a zeroed scoreboard with `capacity` slots.
-    public init(capacity: Int) throws(SystemCallError) {
+    init(capacity: Int) throws(SystemCallError) {
         let bytes = capacity * MemoryLayout<pf_slot>.stride
         let memory = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
         guard let memory, memory != MAP_FAILED else { throw SystemCallError.current("mmap", "scoreboard") }
@@ -40,18 +43,38 @@ public struct Scoreboard {
     }
 
     /// The slot at `index` (0-based).
-    public func slot(_ index: Int) -> UnsafeMutablePointer<pf_slot> {
+    func slot(_ index: Int) -> UnsafeMutablePointer<pf_slot> {
         precondition(index >= 0 && index < capacity, "scoreboard slot \(index) out of range")
         return base + index
     }
 
-    /// Marks a slot taken by a new worker (supervisor side, right after fork).
-    func claim(_ index: Int, pid: Int32, generation: Int) {
+    /// A slot no worker holds, if any.
+    func firstFreeSlot() -> Int? {
+        (0..<capacity).first { stage($0) == .free }
+    }
+
+    /// Takes a slot for a worker about to be forked (supervisor side, before `fork`): the child
+    /// may write its stage at once, and nothing the parent does after the fork overwrites it.
+    func reserve(_ index: Int, generation: Int) {
         let slot = self.slot(index)
+        slot.pointee = pf_slot()
         pf_slot_store_generation(slot, UInt64(generation))
-        pf_slot_store_pid(slot, pid)
         pf_slot_store_stage(slot, Stage.starting.rawValue, Monotonic.now())
     }
+
+    /// Records the forked child's pid in its reserved slot (the child stores the same value).
+    func assign(_ index: Int, pid: Int32) {
+        pf_slot_store_pid(slot(index), pid)
+    }
+
+    /// Whether the worker `pid` in `index` has reached its first accept.
+    func hasBooted(_ index: Int, pid: Int32) -> Bool {
+        let slot = self.slot(index)
+        return pf_slot_load_pid(slot) == pid && stage(index) >= .accepting
+    }
+
+    /// The errno a worker recorded when it gave up booting (0: none).
+    func bootErrno(_ index: Int) -> Int32 { pf_slot_load_boot_errno(slot(index)) }
 
     /// Frees a slot after its worker was reaped; returns the connections it had served.
     func release(_ index: Int) -> UInt64 {
@@ -62,12 +85,12 @@ public struct Scoreboard {
     }
 
     /// The stage of the worker in `index`.
-    public func stage(_ index: Int) -> Stage {
+    func stage(_ index: Int) -> Stage {
         Stage(rawValue: pf_slot_load_stage(slot(index))) ?? .free
     }
 
     /// Counts over the given slots.
-    public func summary<Slots: Sequence<Int>>(of indices: Slots) -> Summary {
+    func summary<Slots: Sequence<Int>>(of indices: Slots) -> Summary {
         var summary = Summary()
         for index in indices {
             let slot = self.slot(index)
@@ -100,4 +123,7 @@ struct SlotWriter {
 
     @inline(__always)
     func countConnection() { pf_slot_add_connection(slot) }
+
+    /// Records why this worker could not boot, just before it exits.
+    func recordBootFailure(errno: Int32) { pf_slot_store_boot_errno(slot, errno) }
 }

@@ -64,11 +64,6 @@ struct ServiceReporter {
         send([.status("Failed: \(status)"), .errno(errno)])
     }
 
-    /// A crash loop: ask systemd to act on the watchdog now (WATCHDOG=trigger).
-    mutating func triggerWatchdog() {
-        if watchdogPeriodNs != nil { send([.watchdogTrigger]) }
-    }
-
     /// FDSTORE=1: hands systemd a copy of a listening socket under `name`. True when sent.
     mutating func store(_ fileDescriptor: Int32, name: String) -> Bool {
         guard enabled else { return false }

@@ -12,8 +12,15 @@ struct SignalChannel {
 
     let fileDescriptor: Int32
 
-    /// Blocks the handled signals and opens the signalfd.
+    /// Restores the handled signals' default dispositions, blocks them, and opens the signalfd.
+    ///
+    /// A parent may have left some ignored (`nohup`, a shell's `trap '' …`): an ignored signal is
+    /// discarded before a signalfd can read it, and an ignored SIGCHLD even makes the kernel reap
+    /// the workers itself, so that none would ever be replaced.
     init() throws(SystemCallError) {
+        guard pf_default_signal_dispositions(Self.handled, Int32(Self.handled.count)) == 0 else {
+            throw SystemCallError.current("sigaction")
+        }
         guard pf_sigmask(SIG_BLOCK, Self.handled, Int32(Self.handled.count)) == 0 else {
             throw SystemCallError.current("sigprocmask")
         }
@@ -33,12 +40,6 @@ struct SignalChannel {
         }
     }
 
-    /// Closes the signalfd in a freshly forked worker. The signals stay blocked until the worker
-    /// has its own handlers in place: a stop requested in between waits, pending, instead of
-    /// killing a worker that is half set up.
-    func closeInChild() {
-        close(fileDescriptor)
-    }
 }
 
 /// The text name of a signal, "SIGTERM".

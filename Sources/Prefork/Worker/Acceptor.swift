@@ -110,16 +110,31 @@ func readInitialData(from fd: Int32, into buffer: UnsafeMutableRawBufferPointer)
     }
 }
 
-/// Blocking accept on one listener, also when the socket was made non-blocking by someone else
-/// (systemd's `NonBlocking=yes`, or several listeners in another generation): waits in poll then.
+/// Blocking accept on one listener, parked in `accept4` itself so that the kernel hands each new
+/// connection to the longest-waiting worker.
+///
+/// `accept4` can still come back empty-handed: the listener's receive timeout (set for the
+/// initial read, which accepted sockets inherit) also times out the accept itself, with EAGAIN.
+/// That only means "nothing yet": accept again. Only a listener someone made non-blocking
+/// (systemd's `NonBlocking=yes`, or several listeners in another generation) makes the worker
+/// wait in poll instead; the mode is looked up only when an accept returns EAGAIN, never per
+/// connection.
 @inline(__always)
 func acceptBlocking(on listener: Int32, peer: PeerAddressBuffer) throws(AcceptError) -> Int32 {
     while true {
         do {
             return try acceptConnection(on: listener, peer: peer)
         } catch .wouldBlock {
+            if StopRequest.current != .none { throw .stopRequested }
+            guard isNonBlocking(listener) else { continue }  // the receive timeout: accept again
             var entry = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
             if poll(&entry, 1, -1) < 0, StopRequest.current != .none { throw .stopRequested }
         }
     }
+}
+
+/// Whether O_NONBLOCK is set on the open file description of `fd`.
+private func isNonBlocking(_ fd: Int32) -> Bool {
+    let flags = fcntl(fd, F_GETFL)
+    return flags >= 0 && (flags & O_NONBLOCK) != 0
 }

@@ -9,6 +9,9 @@ import Logging
 /// local, so the compiler reaches it directly: no copies of the logger or the listener per
 /// connection, no reads through the handler type's metadata, no dynamic exclusivity checks.
 struct ServeLoop {
+    /// The epoll tag of the stop handler's wake pipe; listeners are tagged with their index.
+    static let wakeTag = UInt32.max
+
     let listeners: [Listener]
     /// The epoll set over all listeners when there are several; -1 with just one.
     let epoll: Int32
@@ -18,6 +21,9 @@ struct ServeLoop {
     let buffer: UnsafeMutableRawBufferPointer
     /// Where accept4 leaves the client's address.
     let peer: PeerAddressBuffer
+    /// Keeps the lines clients can cause (initial reads that time out or are reset) to a few per
+    /// ten seconds.
+    let clientEvents = ClientEventLimiter()
     /// Whether the logger emits debug messages. The worker's logger is its own copy, fixed at
     /// fork (the project's log handlers are structs), so asking once spares every connection a
     /// check that copies the log handler out of the logger's shared storage.
@@ -117,24 +123,29 @@ struct ServeLoop {
         default: level = .info
         }
         guard context.logger.logLevel <= level else { return }
+        let (allowed, suppressed) = clientEvents.admit(now: Monotonic.now())
+        guard allowed else { return }
         let peer = peerText
-        context.logger.log(level: level, "Connection from \(peer) closed: \(error)", metadata: ["peer": "\(peer)"])
+        let note = suppressed > 0 ? " (\(suppressed) similar lines left out before this one)" : ""
+        context.logger.log(
+            level: level, "Connection from \(peer) closed: \(error)\(note)", metadata: ["peer": "\(peer)"])
     }
 
     /// Waits in epoll for any listener, then accepts from it; returns the socket and the
     /// listener's index.
     private func acceptFromAny() throws(AcceptError) -> (Int32, Int) {
+        var tag: UInt32 = 0
         while true {
-            let tag = pf_epoll_wait_one(epoll, -1)
-            if tag < 0 {
-                if Glibc.errno == EINTR || Glibc.errno == EAGAIN {
+            let events = pf_epoll_wait_one(epoll, -1, &tag)
+            if events < 0 {
+                if Glibc.errno == EINTR {
                     if StopRequest.current != .none { throw .stopRequested }
                     continue
                 }
                 throw .failed(SystemCallError.current("epoll_wait"))
             }
             if StopRequest.current != .none { throw .stopRequested }
-            guard tag < listeners.count else { continue }  // the wake pipe
+            guard events == 1, tag != Self.wakeTag, Int(tag) < listeners.count else { continue }
             do {
                 return (try acceptConnection(on: listeners[Int(tag)].fileDescriptor, peer: peer), Int(tag))
             } catch .wouldBlock {

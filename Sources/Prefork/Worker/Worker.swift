@@ -20,9 +20,9 @@ struct Worker<Handler: ConnectionHandler> {
     let initialBytes: Int
     var context: WorkerContext
     let slot: SlotWriter
-    /// Write end of the supervisor's boot pipe: the worker reports here once it is about to accept.
+    /// Write end of the supervisor's boot pipe: a byte here wakes the supervisor once this worker
+    /// is about to accept (the scoreboard says so; the byte only wakes it up).
     let bootPipe: Int32
-    let slotIndex: Int
 
     /// Runs the worker and exits the process; never returns.
     mutating func run() -> Never {
@@ -46,6 +46,7 @@ struct Worker<Handler: ConnectionHandler> {
         do {
             try handler.prepare(context)
         } catch {
+            if let error = error as? any ErrnoCarrying { slot.recordBootFailure(errno: error.errno.rawValue) }
             exitWorker(.bootFailure, "handler failed to start: \(error)")
         }
         let epoll = listeners.count > 1 ? makeEpoll(wakeFD: wakePipe[0]) : -1
@@ -56,27 +57,28 @@ struct Worker<Handler: ConnectionHandler> {
         // The loop works on its own copy of the handler: a local the compiler sees whole, where a
         // stored property of this generic struct would be reached through its type's metadata.
         var handler = self.handler
+        slot.enter(.accepting)
         reportBooted()
         let status = loop.run(&handler)
         slot.enter(.exiting)
         _exit(status.rawValue)
     }
 
-    /// Tells the supervisor this worker is about to park in accept (its slot index, 4 bytes).
+    /// Wakes the supervisor: this worker's slot now says it is about to park in accept.
     private func reportBooted() {
-        var index = UInt32(slotIndex)
-        _ = withUnsafeBytes(of: &index) { Glibc.write(bootPipe, $0.baseAddress, 4) }
+        var byte: UInt8 = 1
+        _ = Glibc.write(bootPipe, &byte, 1)
         close(bootPipe)
     }
 
     private func makeEpoll(wakeFD: Int32) -> Int32 {
         let epoll = pf_epoll_create()
-        guard epoll >= 0, pf_epoll_add(epoll, wakeFD, -1, 0) == 0 else {
+        guard epoll >= 0, pf_epoll_add(epoll, wakeFD, ServeLoop.wakeTag, 0) == 0 else {
             exitWorker(.bootFailure, "epoll: \(Errno(rawValue: Glibc.errno).text)")
         }
         for (index, listener) in listeners.enumerated() {
             // The listeners are non-blocking in this mode (set by the supervisor).
-            guard pf_epoll_add(epoll, listener.fileDescriptor, Int32(index), 1) == 0 else {
+            guard pf_epoll_add(epoll, listener.fileDescriptor, UInt32(index), 1) == 0 else {
                 exitWorker(.bootFailure, "epoll_ctl \(listener.address): \(Errno(rawValue: Glibc.errno).text)")
             }
         }
@@ -88,6 +90,16 @@ struct Worker<Handler: ConnectionHandler> {
         _exit(status.rawValue)
     }
 }
+
+/// An error that knows the errno behind it. When a handler's `prepare` throws one in every
+/// worker, the supervisor gives up with that errno in `ERRNO=` (what systemd shows as the
+/// service's error), rather than a generic one.
+public protocol ErrnoCarrying: Error {
+    /// The errno that explains the failure, e.g. `Errno.noMemory`.
+    var errno: Errno { get }
+}
+
+extension SystemCallError: ErrnoCarrying {}
 
 /// Exponential back-off for accept errors that retrying at once cannot fix (EMFILE, ENOBUFS…):
 /// 10 ms doubling to 1 s, with at most one log line every 10 s.

@@ -1,0 +1,55 @@
+import CPreforkShims
+import Glibc
+import Logging
+
+/// The child side of `fork`: everything a worker process does, from the fork to its exit.
+///
+/// The supervisor calls ``run(_:)`` in the child right after `fork` returns 0; it never returns.
+enum WorkerProcess {
+    /// What a freshly forked worker needs from its supervisor.
+    struct Launch {
+        /// The supervisor's pid: a worker whose parent is already gone exits at once.
+        let supervisorPID: Int32
+        /// Its scoreboard slot (its worker number is slot + 1) and generation.
+        let slotIndex: Int
+        let slot: UnsafeMutablePointer<pf_slot>
+        let generation: Int
+        /// The generation's setup: the handler and its configuration.
+        let setup: ServerSetup
+        /// The listeners it accepts on.
+        let listeners: [Listener]
+        /// Descriptors of the supervisor's that this process must not keep open: the signalfd,
+        /// the boot pipe's read end, and listeners a pending reload dropped (a worker holding
+        /// one would keep it queueing connections nobody accepts once the old generation is gone).
+        let inheritedToClose: [Int32]
+        /// Where the worker says it is about to accept (a byte that wakes the supervisor).
+        let bootPipe: Int32
+        let logger: Logger
+    }
+
+    static func run(_ launch: Launch) -> Never {
+        let number = launch.slotIndex + 1
+        ProcessRole.current = .worker(number)
+        for fd in launch.inheritedToClose { close(fd) }
+        // A worker must not outlive its supervisor, even one killed with SIGKILL.
+        _ = pf_set_parent_death_signal(SIGTERM)
+        if getppid() != launch.supervisorPID { _exit(WorkerExitStatus.stopped.rawValue) }
+        _ = pf_set_process_name("preforkd w\(number)")
+        pf_slot_store_pid(launch.slot, getpid())
+        var logger = launch.logger
+        logger[metadataKey: "worker.pid"] = "\(getpid())"
+        logger[metadataKey: "worker.generation"] = "\(launch.generation)"
+        let context = WorkerContext(workerNumber: number, generation: launch.generation, logger: logger)
+        start(launch.setup.handler, launch, context: context)
+    }
+
+    /// Opens the handler's existential once, so the worker loop runs on the concrete type.
+    private static func start<Handler: ConnectionHandler>(
+        _ handler: Handler, _ launch: Launch, context: WorkerContext
+    ) -> Never {
+        var worker = Worker(
+            handler: handler, listeners: launch.listeners, initialBytes: launch.setup.configuration.initialBytes,
+            context: context, slot: SlotWriter(slot: launch.slot), bootPipe: launch.bootPipe)
+        worker.run()
+    }
+}

@@ -1,0 +1,240 @@
+import Foundation
+import Glibc
+import Testing
+
+/// The pool through odd moments, against the real binary: idle workers, reloads that leave
+/// stragglers, hostile start-up conditions, stops with clients waiting, many listeners.
+@Suite struct PoolLifecycleTests {
+    /// accept4's and poll's numbers in /proc/PID/syscall on this architecture.
+    static let (accept4, poll): (String, String) = {
+        var name = utsname()
+        uname(&name)
+        let machine = withUnsafeBytes(of: &name.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        return machine == "aarch64" ? ("242", "73") : ("288", "7")
+    }()
+
+    /// The system call a process is blocked in ("288"), or "running".
+    static func blockedIn(_ pid: Int32) -> String {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/syscall", encoding: .utf8)) ?? ""
+        return String(text.split(separator: " ").first ?? "")
+    }
+
+    @Test func idleWorkersWaitInAcceptEvenAfterTheInitialTimeoutHasPassed() throws {
+        // The initial timeout is the listener's SO_RCVTIMEO, which also times out accept4: a
+        // worker must go back into accept4, not park in poll (where a connection would wake
+        // every idle worker instead of the longest-waiting one).
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "3", "--initial-timeout", "0.3"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let started = Date()
+        let workers = daemon.workerPIDs()
+        #expect(workers.count == 3)
+        var seen: [String] = []
+        try waitUntil("every worker blocked in accept4 after 3 initial timeouts", seconds: 10) {
+            seen = workers.map(Self.blockedIn)
+            return Date().timeIntervalSince(started) > 0.9 && seen.allSatisfy { $0 == Self.accept4 }
+        }
+        #expect(!seen.contains(Self.poll))
+        #expect(try Client.exchange(port: try daemon.port(), "served<EOF>") == "served<EOF>")
+    }
+
+    @Test func aWorkerRetiredByAReloadIsKilledAfterTheGracefulTimeout() throws {
+        let config = try TestConfigFile(
+            "listen = \"127.0.0.1:0\"\nworkers = 1\ngraceful-timeout = 1\ninitial-timeout = 30\n")
+        defer { config.remove() }
+        let (daemon, slow, _) = try startWithClientMidMessage(["--config", config.path], sent: "trickle")
+        defer { daemon.stop() }
+        defer { slow.close() }
+        let old = daemon.workerPIDs()
+        #expect(old.count == 1)
+        daemon.signal(SIGHUP)
+        try waitUntil("a second READY=1") {
+            daemon.notify.poll(seconds: 0.05)
+            return daemon.notify.count(of: "READY=1", from: daemon.pid) == 2
+        }
+        // The client keeps trickling; the old worker still has to go once its second is up.
+        try waitUntil("the old worker to be killed", seconds: 8) {
+            try? slow.send(".")
+            return !ProcessTable.isAlive(old[0])
+        }
+        try daemon.waitForLog("still busy 1 s after it was told to stop; killing it")
+    }
+
+    @Test func startedWithChildAndStopSignalsIgnoredItStillReapsRespawnsAndStops() throws {
+        // A parent (nohup, a shell's trap) may leave signals ignored across exec. Ignored
+        // SIGCHLD makes the kernel reap workers itself; ignored SIGTERM is never seen.
+        let daemon = try Daemon(
+            [
+                "-c", "trap '' CHLD TERM HUP TTIN; exec \"$0\" \"$@\"", Binaries.preforkd,
+                "--listen", "127.0.0.1:0", "--workers", "2",
+            ], binary: "/bin/sh")
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let before = daemon.workerPIDs()
+        #expect(before.count == 2)
+        kill(before[0], SIGKILL)
+        try waitUntil("a replacement worker") {
+            let now = daemon.workerPIDs()
+            return now.count == 2 && !now.contains(before[0])
+        }
+        daemon.signal(SIGTTIN)
+        try waitUntil("a third worker") { daemon.workerPIDs().count == 3 }
+        daemon.signal(SIGTERM)
+        #expect(try daemon.waitForExit() == 0)
+    }
+
+    @Test func aStderrPipeNobodyReadsDoesNotKillTheSupervisor() throws {
+        // stderr is a pipe whose reader is gone, and SIGPIPE has its default (fatal) disposition.
+        let launcher = """
+            import os, signal, sys
+            r, w = os.pipe()
+            os.close(r)
+            os.dup2(w, 2)
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            os.execv(sys.argv[1], sys.argv[1:])
+            """
+        let daemon = try Daemon(
+            ["-c", launcher, Binaries.preforkd, "--listen", "127.0.0.1:0", "--workers", "2"],
+            binary: "/usr/bin/python3")
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try portFromStatus(daemon)
+        #expect(try Client.exchange(port: port, "no log, still served<EOF>") == "no log, still served<EOF>")
+        daemon.signal(SIGHUP)  // a reload logs several lines
+        try waitUntil("a second READY=1") {
+            daemon.notify.poll(seconds: 0.05)
+            return daemon.notify.count(of: "READY=1", from: daemon.pid) == 2
+        }
+        daemon.signal(SIGTERM)
+        #expect(try daemon.waitForExit() == 0)
+    }
+
+    @Test func startedWithStderrClosedNoSocketBecomesStderr() throws {
+        let daemon = try Daemon(
+            ["-c", "exec 2>&-; exec \"$0\" \"$@\"", Binaries.preforkd, "--listen", "127.0.0.1:0", "--workers", "1"],
+            binary: "/bin/sh")
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try portFromStatus(daemon)
+        // Were a listener fd 2, every log line would go out on it; a client sees only its echo.
+        #expect(try Client.exchange(port: port, "clean<EOF>") == "clean<EOF>")
+        let stderr = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(daemon.pid)/fd/2")) ?? ""
+        #expect(stderr == "/dev/null")
+    }
+
+    @Test func aStoredListenerDroppedByAReloadLeavesSystemdsFdStore() throws {
+        // The socket comes back from systemd's fd store at start (LISTEN_FDNAMES=stored-…).
+        let port = SystemdIntegrationTests.freePort()
+        let config = try TestConfigFile("listen = \"127.0.0.1:\(port)\"\nworkers = 1\n")
+        defer { config.remove() }
+        let launcher = """
+            import os, socket, sys
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", int(sys.argv[1])))
+            s.listen(16)
+            os.dup2(s.fileno(), 3)
+            os.set_inheritable(3, True)
+            os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()),
+                              LISTEN_FDNAMES="stored-127.0.0.1_" + sys.argv[1])
+            os.execv(sys.argv[2], sys.argv[2:])
+            """
+        let daemon = try Daemon(
+            ["-c", launcher, "\(port)", Binaries.preforkd, "--config", config.path], binary: "/usr/bin/python3")
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        try daemon.waitForLog("Listening on 127.0.0.1:\(port) listener=127.0.0.1:\(port) origin=stored")
+        try config.write("listen = \"127.0.0.1:0\"\nworkers = 1\n")
+        daemon.signal(SIGHUP)
+        try waitUntil("FDSTOREREMOVE for the dropped socket") {
+            daemon.notify.poll(seconds: 0.05)
+            return daemon.notify.received.contains {
+                $0.pid == daemon.pid && $0.assignments.contains("FDSTOREREMOVE=1")
+                    && $0.assignments.contains("FDNAME=stored-127.0.0.1_\(port)")
+            }
+        }
+    }
+
+    @Test func aGracefulStopRefusesNewClientsAtOnceWhileTheBusyOneFinishes() throws {
+        let (daemon, slow, port) = try startWithClientMidMessage(
+            ["--listen", "127.0.0.1:0", "--workers", "1", "--graceful-timeout", "20"], sent: "first half, ")
+        defer { daemon.stop() }
+        defer { slow.close() }
+        daemon.signal(SIGTERM)
+        try daemon.notify.waitFor("STOPPING=1", from: daemon.pid)
+        // Not a handshake and a long wait for a reset: refused, as by a server that is gone.
+        var refused = false
+        try waitUntil("new connections to be refused") {
+            do {
+                let client = try Client(port: port, timeout: 1)
+                client.close()
+                return false
+            } catch let error as POSIXError {
+                refused = error.code == .ECONNREFUSED
+                return true
+            }
+        }
+        #expect(refused)
+        try slow.send("second half<EOF>")
+        #expect(try slow.readToEnd() == "first half, second half<EOF>")
+        #expect(try daemon.waitForExit() == 0)
+    }
+
+    @Test func sixtyFiveListenersAllServe() throws {
+        let arguments = (1...65).flatMap { ["--listen", "127.0.0.\($0):0"] }
+        let daemon = try Daemon(arguments + ["--workers", "2"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let ports = daemon.log.split(separator: "\n").compactMap { line -> UInt16? in
+            guard let range = line.range(of: "Listening on 127.0.0.1:") else { return nil }
+            return UInt16(line[range.upperBound...].prefix { $0.isNumber })
+        }
+        #expect(ports.count == 1, "127.0.0.1 is the first of 65 loopback addresses")
+        #expect(try Client.exchange(port: ports[0], "the first listener<EOF>") == "the first listener<EOF>")
+        #expect(daemon.log.components(separatedBy: "Listening on 127.0.0.").count - 1 == 65)
+    }
+
+    @Test func clientsThatNeverSendCauseABoundedNumberOfLogLines() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1", "--initial-timeout", "0.05"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        var clients: [Client] = []
+        for _ in 0..<40 { clients.append(try Client(port: port)) }
+        defer { for client in clients { client.close() } }
+        #expect(try Client.exchange(port: port, "after the silent ones<EOF>") == "after the silent ones<EOF>")
+        let lines = daemon.log.split(separator: "\n").filter { $0.contains("initial read timed out") }
+        #expect((5...10).contains(lines.count), "\(lines.count) lines")
+    }
+
+    @Test func aFatalFailureTellsSystemdStoppingAndTheWorkersErrno() throws {
+        // Under a 900 MB address-space limit no worker can allocate a 1 GiB message buffer.
+        let daemon = try Daemon(
+            [
+                "--as=900000000", Binaries.preforkd, "--listen", "127.0.0.1:0", "--workers", "1",
+                "--echo-max-message-bytes", "1073741824",
+            ], binary: "/usr/bin/prlimit")
+        defer { daemon.stop() }
+        #expect(try daemon.waitForExit(seconds: 30) == 1)
+        daemon.notify.poll(seconds: 0.2)
+        let texts = daemon.notify.received.filter { $0.pid == daemon.pid }.flatMap(\.assignments)
+        let stopping = texts.firstIndex(of: "STOPPING=1")
+        let errno = texts.firstIndex(of: "ERRNO=\(ENOMEM)")
+        #expect(stopping != nil && errno != nil && stopping! < errno!, "\(texts)")
+    }
+
+    /// The port in the supervisor's first STATUS= line ("listening on 127.0.0.1:PORT").
+    private func portFromStatus(_ daemon: Daemon) throws -> UInt16 {
+        var port: UInt16?
+        try waitUntil("a STATUS= line with the address") {
+            daemon.notify.poll(seconds: 0.05)
+            for datagram in daemon.notify.received {
+                guard let range = datagram.text.range(of: "listening on 127.0.0.1:") else { continue }
+                port = UInt16(datagram.text[range.upperBound...].prefix { $0.isNumber })
+                if port != nil { return true }
+            }
+            return false
+        }
+        return port!
+    }
+}
