@@ -63,11 +63,16 @@ import Testing
     @Test func startedWithChildAndStopSignalsIgnoredItStillReapsRespawnsAndStops() throws {
         // A parent (nohup, a shell's trap) may leave signals ignored across exec. Ignored
         // SIGCHLD makes the kernel reap workers itself; ignored SIGTERM is never seen.
+        // (A shell's trap cannot ignore SIGCHLD: it needs it itself.)
+        let launcher = """
+            import os, signal, sys
+            for name in ("SIGCHLD", "SIGTERM", "SIGHUP", "SIGTTIN"):
+                signal.signal(getattr(signal, name), signal.SIG_IGN)
+            os.execv(sys.argv[1], sys.argv[1:])
+            """
         let daemon = try Daemon(
-            [
-                "-c", "trap '' CHLD TERM HUP TTIN; exec \"$0\" \"$@\"", Binaries.preforkd,
-                "--listen", "127.0.0.1:0", "--workers", "2",
-            ], binary: "/bin/sh")
+            ["-c", launcher, Binaries.preforkd, "--listen", "127.0.0.1:0", "--workers", "2"],
+            binary: "/usr/bin/python3")
         defer { daemon.stop() }
         try daemon.waitForReady()
         let before = daemon.workerPIDs()
