@@ -5,6 +5,7 @@
 // Module layout (each folder under Sources/ is one concern):
 //   CPreforkShims    C wrappers for Linux calls Glibc's Swift module lacks (accept4, signalfd, …)
 //   CSystemd         libsystemd, linked through pkg-config
+//   SystemCalls      the syscall layer Systemd and Prefork share: errno rule, error type, addresses
 //   Systemd          a reusable Swift API over libsystemd (no dependency on the engine)
 //   Prefork          the engine: listeners, supervisor, workers, scoreboard, handler protocol
 //   PreforkHandlers  built-in handlers (echo)
@@ -36,6 +37,14 @@ let package = Package(
             name: "CSystemd",
             pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]
+        ),
+        .target(
+            name: "SystemCalls",
+            dependencies: [
+                "CPreforkShims",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strict
         ),
         .target(
             name: "Systemd",
@@ -95,6 +104,7 @@ let package = Package(
             dependencies: ["Systemd", "CSystemd", "SystemdProbe"],
             swiftSettings: strict
         ),
+        .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls"], swiftSettings: strict),
         .testTarget(name: "PreforkTests", dependencies: ["Prefork"], swiftSettings: strict),
         .testTarget(
             name: "PreforkHandlersTests",
