@@ -50,6 +50,7 @@ let package = Package(
             name: "Systemd",
             dependencies: [
                 "CSystemd",
+                "SystemCalls",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
@@ -59,6 +60,7 @@ let package = Package(
             name: "Prefork",
             dependencies: [
                 "CPreforkShims",
+                "SystemCalls",
                 "Systemd",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
