@@ -71,7 +71,6 @@ let package = Package(
             name: "PreforkHandlers",
             dependencies: [
                 "Prefork",
-                "CPreforkShims",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

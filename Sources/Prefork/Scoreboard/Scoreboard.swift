@@ -1,4 +1,4 @@
-import CPreforkShims
+internal import CPreforkShims
 import Glibc
 
 /// Shared memory with one slot per worker: what it is doing, since when, and how many
@@ -40,7 +40,7 @@ public struct Scoreboard {
     }
 
     /// The slot at `index` (0-based).
-    public func slot(_ index: Int) -> UnsafeMutablePointer<pf_slot> {
+    func slot(_ index: Int) -> UnsafeMutablePointer<pf_slot> {
         precondition(index >= 0 && index < capacity, "scoreboard slot \(index) out of range")
         return base + index
     }

@@ -1,4 +1,3 @@
-import CPreforkShims
 import Glibc
 import SystemPackage
 
