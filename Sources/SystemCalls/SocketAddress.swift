@@ -20,7 +20,7 @@ import SystemPackage
 /// | no address (length shorter than the family field) | `unknown` |
 /// | a family's address cut short | `unknown (family 2, 8 bytes)` |
 /// | another family | `family 16` |
-public struct SocketAddress: CustomStringConvertible {
+public struct SocketAddress: Sendable, CustomStringConvertible {
     private var storage: sockaddr_storage
     /// The number of meaningful bytes of the address, as the kernel reported it.
     public let length: socklen_t
@@ -148,7 +148,9 @@ public struct SocketAddress: CustomStringConvertible {
             }
         case AF_UNIX:
             let pathOffset = MemoryLayout<sockaddr_un>.offset(of: \.sun_path)!
-            let path = UnsafeRawBufferPointer(start: storage, count: length)[pathOffset...]
+            // Never past sun_path, whatever length the caller claims: the rest is not the name.
+            let end = min(length, MemoryLayout<sockaddr_un>.size)
+            let path = UnsafeRawBufferPointer(start: storage, count: end)[pathOffset...]
             guard let first = path.first else { return "unix:" }
             if first == 0 { return "unix:@" + escaped(path.dropFirst()) }
             // A filesystem path ends at its NUL (some callers count it in the length, some not).

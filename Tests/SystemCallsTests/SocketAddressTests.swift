@@ -104,6 +104,17 @@ import Testing
         }
         #expect(text == "unix:/p")
     }
+
+    @Test func anAbstractNameEndsWithSunPath() {
+        // A length of the whole sockaddr_storage: the bytes after sun_path are not part of the name.
+        let offset = MemoryLayout<sockaddr_un>.offset(of: \.sun_path)!
+        let text = Self.text(length: MemoryLayout<sockaddr_storage>.size) { raw in
+            raw.storeBytes(of: sa_family_t(AF_UNIX), as: sa_family_t.self)
+            UnsafeMutableRawBufferPointer(rebasing: raw[offset...]).copyBytes(from: [0] + Array("n".utf8))
+            for index in MemoryLayout<sockaddr_un>.size..<raw.count { raw[index] = 0x7A }  // "z", not the name
+        }
+        #expect(text == "unix:@n" + String(repeating: "\\x00", count: 108 - 2))
+    }
 }
 
 @Suite struct SocketAddressValueTests {
