@@ -84,7 +84,7 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         self.init(copying: sun, length: offset + path.count + (isAbstract ? 0 : 1))
     }
 
-    /// A unix socket at `path` (see ``init(unixPath:)-(some Collection<UInt8>)``).
+    /// A unix socket at `path`, given as text: its UTF-8 bytes, as the byte form above takes them.
     public init?(unixPath path: String) {
         self.init(unixPath: Array(path.utf8))
     }
