@@ -5,6 +5,7 @@
 // Module layout (each folder under Sources/ is one concern):
 //   CPreforkShims    C wrappers for Linux calls Glibc's Swift module lacks (accept4, signalfd, …)
 //   CSystemd         libsystemd, linked through pkg-config
+//   SystemCalls      the syscall layer Systemd and Prefork share: errno rule, error type, addresses
 //   Systemd          a reusable Swift API over libsystemd (no dependency on the engine)
 //   Prefork          the engine: listeners, supervisor, workers, scoreboard, handler protocol
 //   PreforkHandlers  built-in handlers (echo)
@@ -38,9 +39,18 @@ let package = Package(
             providers: [.apt(["libsystemd-dev"])]
         ),
         .target(
+            name: "SystemCalls",
+            dependencies: [
+                "CPreforkShims",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "Systemd",
             dependencies: [
                 "CSystemd",
+                "SystemCalls",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
@@ -50,6 +60,7 @@ let package = Package(
             name: "Prefork",
             dependencies: [
                 "CPreforkShims",
+                "SystemCalls",
                 "Systemd",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
@@ -60,7 +71,6 @@ let package = Package(
             name: "PreforkHandlers",
             dependencies: [
                 "Prefork",
-                "CPreforkShims",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -95,6 +105,7 @@ let package = Package(
             dependencies: ["Systemd", "CSystemd", "SystemdProbe"],
             swiftSettings: strict
         ),
+        .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls"], swiftSettings: strict),
         .testTarget(name: "PreforkTests", dependencies: ["Prefork"], swiftSettings: strict),
         .testTarget(
             name: "PreforkHandlersTests",

@@ -1,4 +1,3 @@
-import CPreforkShims
 import Glibc
 import Logging
 import Prefork
@@ -161,7 +160,7 @@ public struct EchoHandler: ConnectionHandler {
                     "Message from \(connection.peer) exceeds \(configuration.maxMessageBytes) bytes; closing")
                 return .closed
             }
-            let now = pf_monotonic_ns()
+            let now = Monotonic.now()
             if deadline == 0 {
                 deadline = now + UInt64(configuration.messageTimeout * 1e9)
             } else if now >= deadline {
@@ -205,8 +204,10 @@ public struct EchoHandler: ConnectionHandler {
         let tagLength = Self.tagLength
         guard end - start >= tagLength else { return nil }
         return withUnsafeBytes(of: tag) { tag -> Int? in
-            guard let found = pf_memmem(bytes + start, end - start, tag.baseAddress!, tagLength) else { return nil }
-            return UnsafeRawPointer(found) - bytes + tagLength
+            guard let found = memmem(UnsafeRawBufferPointer(start: bytes + start, count: end - start), tag) else {
+                return nil
+            }
+            return start + found + tagLength
         }
     }
 

@@ -66,11 +66,12 @@ public enum Journal {
     /// The corresponding C function is `sd_journal_sendv(3)`. It adds no `CODE_FILE`/`CODE_LINE`
     /// here: pass them as fields. When no journald listens, the entry is dropped silently.
     ///
-    /// - Throws: ``SystemdError`` `EINVAL` for an invalid field name (see ``isValidFieldName(_:)``)
-    ///   or an empty entry, or the error `sd_journal_sendv` reports.
-    public static func send(_ fields: [(name: String, value: String)]) throws(SystemdError) {
+    /// - Throws: ``SystemCallError`` `EINVAL` for an invalid field name (see ``isValidFieldName(_:)``)
+    ///   or an empty entry, or the error `sd_journal_sendv` reports. A send interrupted by a signal
+    ///   is made again.
+    public static func send(_ fields: [(name: String, value: String)]) throws(SystemCallError) {
         guard !fields.isEmpty else {
-            throw SystemdError(operation: "sd_journal_sendv", errno: EINVAL, object: "(no fields)")
+            throw SystemCallError("sd_journal_sendv", "(no fields)", errno: .invalidArgument)
         }
         // One contiguous buffer holding every "NAME=value", and the ranges the iovecs point at.
         var buffer: [UInt8] = []
@@ -78,7 +79,7 @@ public enum Journal {
         ranges.reserveCapacity(fields.count)
         for field in fields {
             guard self.isValidFieldName(field.name) else {
-                throw SystemdError(operation: "sd_journal_sendv", errno: EINVAL, object: "field \"\(field.name)\"")
+                throw SystemCallError("sd_journal_sendv", "field \"\(field.name)\"", errno: .invalidArgument)
             }
             let start = buffer.count
             buffer.append(contentsOf: field.name.utf8)
@@ -86,12 +87,13 @@ public enum Journal {
             buffer.append(contentsOf: field.value.utf8)
             ranges.append(start..<buffer.count)
         }
-        let result = buffer.withUnsafeMutableBytes { bytes in
+        _ = try buffer.withUnsafeMutableBytes { bytes in
             let vectors = ranges.map { range in
                 iovec(iov_base: bytes.baseAddress! + range.lowerBound, iov_len: range.count)
             }
-            return vectors.withUnsafeBufferPointer { sd_journal_sendv($0.baseAddress, Int32($0.count)) }
-        }
-        _ = try SystemdError.check(result, "sd_journal_sendv")
+            return vectors.withUnsafeBufferPointer { vectors in
+                valueOrNegatedErrno { sd_journal_sendv(vectors.baseAddress, Int32(vectors.count)) }
+            }
+        }.get("sd_journal_sendv")
     }
 }

@@ -1,4 +1,5 @@
 import CSystemd
+import SystemPackage
 
 #if canImport(Glibc)
     import Glibc
@@ -21,9 +22,10 @@ public enum ServiceManager {
     /// service manager ignores them under `NotifyAccess=main`).
     ///
     /// - Returns: false, having done nothing, when `NOTIFY_SOCKET` is unset; true when sent.
-    /// - Throws: ``SystemdError`` when the datagram cannot be sent (for example `ECONNREFUSED`).
+    /// - Throws: ``SystemCallError`` when the datagram cannot be sent (for example `ECONNREFUSED`).
+    ///   A send interrupted by a signal is made again.
     @discardableResult
-    public static func notify(_ notifications: [ServiceNotification]) throws(SystemdError) -> Bool {
+    public static func notify(_ notifications: [ServiceNotification]) throws(SystemCallError) -> Bool {
         try self.notify(notifications, passing: [])
     }
 
@@ -33,24 +35,22 @@ public enum ServiceManager {
     /// The corresponding C function is `sd_pid_notify_with_fds(3)` with pid 0.
     ///
     /// - Returns: false, having done nothing, when `NOTIFY_SOCKET` is unset; true when sent.
-    /// - Throws: ``SystemdError`` when the datagram cannot be sent.
+    /// - Throws: ``SystemCallError`` when the datagram cannot be sent. A send interrupted by a
+    ///   signal is made again.
     @discardableResult
     public static func notify(
         _ notifications: [ServiceNotification],
-        passing fileDescriptors: [Int32]
-    ) throws(SystemdError) -> Bool {
+        passing fileDescriptors: [FileDescriptor]
+    ) throws(SystemCallError) -> Bool {
         guard self.isNotifySocketSet else { return false }
         let state = notifications.map(\.assignment).joined(separator: "\n")
-        let result: Int32
         if fileDescriptors.isEmpty {
-            result = sd_pid_notify(0, 0, state)
-        } else {
-            result = fileDescriptors.withUnsafeBufferPointer { fds in
-                sd_pid_notify_with_fds(0, 0, state, fds.baseAddress, UInt32(fds.count))
-            }
+            return try valueOrNegatedErrno { sd_pid_notify(0, 0, state) }.get("sd_pid_notify") > 0
         }
-        let operation = fileDescriptors.isEmpty ? "sd_pid_notify" : "sd_pid_notify_with_fds"
-        return try SystemdError.check(result, operation) > 0
+        let fds = fileDescriptors.map(\.rawValue)
+        return try fds.withUnsafeBufferPointer { fds in
+            valueOrNegatedErrno { sd_pid_notify_with_fds(0, 0, state, fds.baseAddress, UInt32(fds.count)) }
+        }.get("sd_pid_notify_with_fds") > 0
     }
 
     /// The watchdog interval when the service manager expects keep-alive pings from this process:
@@ -59,10 +59,10 @@ public enum ServiceManager {
     /// The corresponding C function is `sd_watchdog_enabled(3)`, without unsetting the environment.
     ///
     /// - Returns: nil when the watchdog is off for this process.
-    /// - Throws: ``SystemdError`` (`EINVAL`) when the variables cannot be parsed.
-    public static func watchdogInterval() throws(SystemdError) -> Duration? {
+    /// - Throws: ``SystemCallError`` (`EINVAL`) when the variables cannot be parsed.
+    public static func watchdogInterval() throws(SystemCallError) -> Duration? {
         var microseconds: UInt64 = 0
-        guard try SystemdError.check(sd_watchdog_enabled(0, &microseconds), "sd_watchdog_enabled") > 0 else {
+        guard try valueOrNegatedErrno({ sd_watchdog_enabled(0, &microseconds) }).get("sd_watchdog_enabled") > 0 else {
             return nil
         }
         return .microseconds(microseconds)
@@ -72,9 +72,6 @@ public enum ServiceManager {
     ///
     /// The corresponding C function is `clock_gettime(2)`.
     public static func monotonicMicroseconds() -> UInt64 {
-        var now = timespec()
-        // CLOCK_MONOTONIC cannot fail on Linux with a valid pointer.
-        _ = clock_gettime(CLOCK_MONOTONIC, &now)
-        return UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec) / 1_000
+        Monotonic.now() / 1_000
     }
 }

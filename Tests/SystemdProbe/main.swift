@@ -18,9 +18,9 @@ func environmentValue(_ name: String) -> String {
 
 do {
     for socket in try SocketActivation.takeSockets() {
-        let cloexec = fcntl(socket.fileDescriptor, F_GETFD) & FD_CLOEXEC != 0
+        let cloexec = fcntl(socket.fileDescriptor.rawValue, F_GETFD) & FD_CLOEXEC != 0
         print(
-            "socket fd=\(socket.fileDescriptor) name=\(socket.name) family=\(socket.family)"
+            "socket fd=\(socket.fileDescriptor.rawValue) name=\(socket.name) family=\(socket.family)"
                 + " listening=\(socket.isListeningStream ? 1 : 0) cloexec=\(cloexec ? 1 : 0)"
                 + " address=\(socket.localAddress)"
         )

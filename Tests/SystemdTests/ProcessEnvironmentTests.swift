@@ -1,3 +1,4 @@
+import SystemPackage
 import Testing
 
 @testable import Systemd
@@ -58,7 +59,9 @@ import Testing
             let (listener, port) = try makeTCPSocket()
             defer { close(listener) }
             try withEnvironment(["NOTIFY_SOCKET": receiver.socketAddress]) { () throws -> Void in
-                #expect(try ServiceManager.notify([.fileDescriptorStore(name: "web")], passing: [listener]))
+                #expect(
+                    try ServiceManager.notify(
+                        [.fileDescriptorStore(name: "web")], passing: [FileDescriptor(rawValue: listener)]))
             }
             let datagram = try #require(try receiver.receive(timeout: 5))
             defer { for fd in datagram.fileDescriptors { close(fd) } }
@@ -70,7 +73,7 @@ import Testing
             let ours = try #require(fileIdentity(listener))
             let theirs = try #require(fileIdentity(received))
             #expect(ours.device == theirs.device && ours.inode == theirs.inode, "the same open socket")
-            let socket = try SocketActivation.examine(received, name: "web")
+            let socket = try SocketActivation.examine(FileDescriptor(rawValue: received), name: "web")
             #expect(socket.localAddress == "127.0.0.1:\(port)")
             #expect(socket.isListeningStream)
         }
@@ -80,7 +83,8 @@ import Testing
             try withEnvironment(["NOTIFY_SOCKET": nil]) { () throws -> Void in
                 #expect(!ServiceManager.isNotifySocketSet)
                 #expect(try ServiceManager.notify([.ready]) == false)
-                #expect(try ServiceManager.notify([.fileDescriptorStore(name: "x")], passing: [0]) == false)
+                #expect(
+                    try ServiceManager.notify([.fileDescriptorStore(name: "x")], passing: [.standardInput]) == false)
             }
             #expect(try receiver.receive(timeout: 0.2) == nil)
         }
@@ -88,15 +92,15 @@ import Testing
         @Test func unreachableNotifySocketThrows() throws {
             let absent = "@" + uniqueName("systemd-tests-nobody")
             try withEnvironment(["NOTIFY_SOCKET": absent]) { () throws -> Void in
-                #expect(throws: SystemdError(operation: "sd_pid_notify", errno: ECONNREFUSED)) {
+                #expect(throws: SystemCallError("sd_pid_notify", errno: .connectionRefused)) {
                     try ServiceManager.notify([.ready])
                 }
             }
             try withEnvironment(["NOTIFY_SOCKET": "/nonexistent/\(uniqueName("dir"))/notify"]) { () throws -> Void in
-                let error = #expect(throws: SystemdError.self) {
-                    try ServiceManager.notify([.ready], passing: [1])
+                let error = #expect(throws: SystemCallError.self) {
+                    try ServiceManager.notify([.ready], passing: [.standardOutput])
                 }
-                #expect(error == SystemdError(operation: "sd_pid_notify_with_fds", errno: ENOENT))
+                #expect(error == SystemCallError("sd_pid_notify_with_fds", errno: .noSuchFileOrDirectory))
                 #expect(error?.description == "sd_pid_notify_with_fds: No such file or directory (errno 2)")
             }
         }
@@ -131,7 +135,7 @@ import Testing
 
         @Test func malformedIntervalThrows() throws {
             try withEnvironment(["WATCHDOG_USEC": "soon", "WATCHDOG_PID": nil]) { () throws -> Void in
-                #expect(throws: SystemdError(operation: "sd_watchdog_enabled", errno: EINVAL)) {
+                #expect(throws: SystemCallError("sd_watchdog_enabled", errno: .invalidArgument)) {
                     try ServiceManager.watchdogInterval()
                 }
             }

@@ -43,28 +43,4 @@ import Testing
         let elapsed = ServiceManager.monotonicMicroseconds() - first
         #expect(elapsed >= 20_000 && elapsed < 5_000_000)
     }
-
-    @Test func errorDescriptionNamesOperationErrnoAndObject() {
-        #expect(
-            SystemdError(operation: "sd_notify", errno: 111).description
-                == "sd_notify: Connection refused (errno 111)"
-        )
-        #expect(
-            SystemdError(operation: "getsockname", errno: 9, object: "fd 3").description
-                == "getsockname fd 3: Bad file descriptor (errno 9)"
-        )
-        #expect(SystemdError.check(-22, "op") == SystemdError(operation: "op", errno: 22))
-    }
-}
-
-extension SystemdError {
-    /// The result of `check` as a value, for table tests.
-    fileprivate static func check(_ value: Int32, _ operation: String) -> SystemdError? {
-        do {
-            _ = try SystemdError.check(value, operation, object: nil)
-            return nil
-        } catch {
-            return error
-        }
-    }
 }

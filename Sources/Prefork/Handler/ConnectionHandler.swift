@@ -1,4 +1,3 @@
-import CPreforkShims
 import Logging
 
 /// What a worker does with a connection once it has accepted it and read its first bytes.

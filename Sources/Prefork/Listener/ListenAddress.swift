@@ -38,11 +38,11 @@ public enum ListenAddress: Sendable, Hashable, CustomStringConvertible {
             self = .any(port: port)
         } else if host.hasPrefix("[") && host.hasSuffix("]") {
             let inner = String(host.dropFirst().dropLast())
-            guard SocketAddress.isValidIPv6(inner) else {
+            guard SocketAddress(ipv6: inner, port: port) != nil else {
                 throw ListenAddressError(text, "'\(inner)' is not an IPv6 address")
             }
             self = .ipv6(host: inner, port: port)
-        } else if SocketAddress.isValidIPv4(host) {
+        } else if SocketAddress(ipv4: host, port: port) != nil {
             self = .ipv4(host: host, port: port)
         } else if host.contains(":") {
             throw ListenAddressError(text, "an IPv6 address needs brackets: [\(host)]:\(port)")

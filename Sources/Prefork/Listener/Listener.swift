@@ -35,18 +35,23 @@ public final class Listener: Sendable, Equatable {
     /// Wraps an already listening socket (activated or stored).
     public init(adopting fileDescriptor: Int32, name: String, origin: Origin, configured: ListenAddress? = nil) {
         self.fileDescriptor = fileDescriptor
-        self.address = SocketAddress.local(of: fileDescriptor)
+        self.address = Self.localAddress(of: FileDescriptor(rawValue: fileDescriptor))
         self.configured = configured
         self.name = name
         self.origin = origin
     }
 
-    private init(fileDescriptor: Int32, configured: ListenAddress) {
-        self.fileDescriptor = fileDescriptor
-        self.address = SocketAddress.local(of: fileDescriptor)
+    private init(_ socket: FileDescriptor, configured: ListenAddress) {
+        self.fileDescriptor = socket.rawValue
+        self.address = Self.localAddress(of: socket)
         self.configured = configured
         self.name = configured.description
         self.origin = .bound
+    }
+
+    /// The socket's bound address as text, or `fd N` when the kernel cannot tell (not a socket).
+    private static func localAddress(of socket: FileDescriptor) -> String {
+        (try? SocketAddress.local(of: socket).get())?.description ?? "fd \(socket.rawValue)"
     }
 
     public static func == (lhs: Listener, rhs: Listener) -> Bool {
@@ -59,54 +64,52 @@ public final class Listener: Sendable, Equatable {
     ///   - backlog: the accept queue length; the kernel clamps it to `net.core.somaxconn`.
     ///   - unixMode: permissions of a unix socket file. A stale socket file nobody listens on is
     ///     replaced; a live one, or a path that is not a socket, is refused.
+    /// - Throws: ``SystemCallError`` naming the step that failed (`socket`, `setsockopt …`,
+    ///   `bind`, `chmod`, `listen`) and the address; nothing is left open.
     public static func bind(
         _ address: ListenAddress, backlog: Int32, unixMode: mode_t = 0o660
     ) throws(SystemCallError) -> Listener {
         let text = address.description
         switch address {
         case .ipv4(let host, let port):
-            var sin = sockaddr_in()
-            sin.sin_family = sa_family_t(AF_INET)
-            sin.sin_port = port.bigEndian
-            inet_pton(AF_INET, host, &sin.sin_addr)
-            let fd = try makeSocket(AF_INET, text)
-            try bindAndListen(fd, &sin, backlog: backlog, text)
-            return Listener(fileDescriptor: fd, configured: address)
+            let socket = try makeSocket(AF_INET, text)
+            try bindAndListen(socket, try socketAddress(SocketAddress(ipv4: host, port: port), text), backlog, text)
+            return Listener(socket, configured: address)
         case .ipv6(let host, let port):
-            let fd = try makeSocket(AF_INET6, text)
-            try setOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1, "IPV6_V6ONLY", text)
-            var sin6 = sockaddr_in6()
-            sin6.sin6_family = sa_family_t(AF_INET6)
-            sin6.sin6_port = port.bigEndian
-            inet_pton(AF_INET6, host, &sin6.sin6_addr)
-            try bindAndListen(fd, &sin6, backlog: backlog, text)
-            return Listener(fileDescriptor: fd, configured: address)
+            let socket = try makeSocket(AF_INET6, text)
+            try withClosing(socket) { () throws(SystemCallError) in
+                try socket.setOption(level: Int32(IPPROTO_IPV6), IPV6_V6ONLY, to: 1).get("setsockopt IPV6_V6ONLY", text)
+            }
+            try bindAndListen(socket, try socketAddress(SocketAddress(ipv6: host, port: port), text), backlog, text)
+            return Listener(socket, configured: address)
         case .any(let port):
             return try bindAnyAddress(port: port, backlog: backlog, configured: address)
         case .unix(let path):
-            try removeStaleUnixSocket(at: path, text)
-            let fd = try makeSocket(AF_UNIX, text)
-            var sun = SocketAddress.unix(path)
+            let unixAddress = try socketAddress(SocketAddress(unixPath: path), text)
+            try removeStaleUnixSocket(at: path, unixAddress, text)
+            let socket = try makeSocket(AF_UNIX, text)
             try bindAndListen(
-                fd, &sun, backlog: backlog, text,
+                socket, unixAddress, backlog, text,
                 beforeListen: { () throws(SystemCallError) in
-                    if chmod(path, unixMode) != 0 { throw SystemCallError.current("chmod", path) }
+                    try nothingOrErrno { chmod(path, unixMode) }.get("chmod", path)
                 })
-            return Listener(fileDescriptor: fd, configured: address)
+            return Listener(socket, configured: address)
         }
     }
 
     /// Sets the receive and send timeouts on the listening socket. Accepted sockets inherit them,
     /// so a worker bounds every blocking read and write without a syscall per connection.
     public func setTimeouts(receive: Double, send: Double) throws(SystemCallError) {
-        try Self.setTimeout(fileDescriptor, SO_RCVTIMEO, receive, "SO_RCVTIMEO", address)
-        try Self.setTimeout(fileDescriptor, SO_SNDTIMEO, send, "SO_SNDTIMEO", address)
+        let socket = FileDescriptor(rawValue: fileDescriptor)
+        try socket.setTimeoutOption(SO_RCVTIMEO, seconds: receive).get("setsockopt SO_RCVTIMEO", address)
+        try socket.setTimeoutOption(SO_SNDTIMEO, seconds: send).get("setsockopt SO_SNDTIMEO", address)
     }
 
     /// Closes the socket and, when asked, removes the unix socket file preforkd created. Never
     /// call it on an activated socket: systemd owns those.
     public func close(unlinkingSocketFile: Bool = true) {
-        _ = Glibc.close(fileDescriptor)
+        // close(2) is not retried on EINTR: on Linux the descriptor is released either way.
+        try? FileDescriptor(rawValue: fileDescriptor).close()
         if unlinkingSocketFile, origin == .bound, case .unix(let path)? = configured {
             _ = unlink(path)
         }
@@ -114,35 +117,44 @@ public final class Listener: Sendable, Equatable {
 
     // MARK: - helpers
 
-    private static func makeSocket(_ family: Int32, _ text: String) throws(SystemCallError) -> Int32 {
-        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw SystemCallError.current("socket", text) }
-        if family != AF_UNIX {
-            do {
-                try setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR", text)
-            } catch {
-                _ = Glibc.close(fd)
-                throw error
-            }
-        }
-        return fd
+    /// The address a validated ``ListenAddress`` names; `EINVAL` if it cannot be represented.
+    private static func socketAddress(_ address: SocketAddress?, _ text: String) throws(SystemCallError)
+        -> SocketAddress
+    {
+        guard let address else { throw SystemCallError("bind", text, errno: .invalidArgument) }
+        return address
     }
 
-    private static func bindAndListen<Address>(
-        _ fd: Int32, _ address: inout Address, backlog: Int32, _ text: String,
+    /// Runs `body`; closes `socket` if it throws.
+    private static func withClosing(_ socket: FileDescriptor, _ body: () throws(SystemCallError) -> Void)
+        throws(SystemCallError)
+    {
+        do throws(SystemCallError) {
+            try body()
+        } catch {
+            try? socket.close()
+            throw error
+        }
+    }
+
+    private static func makeSocket(_ family: Int32, _ text: String) throws(SystemCallError) -> FileDescriptor {
+        let socket = try FileDescriptor.socket(family: family, type: Int32(SOCK_STREAM.rawValue)).get("socket", text)
+        if family != AF_UNIX {
+            try withClosing(socket) { () throws(SystemCallError) in
+                try socket.setOption(level: SOL_SOCKET, SO_REUSEADDR, to: 1).get("setsockopt SO_REUSEADDR", text)
+            }
+        }
+        return socket
+    }
+
+    private static func bindAndListen(
+        _ socket: FileDescriptor, _ address: SocketAddress, _ backlog: Int32, _ text: String,
         beforeListen: () throws(SystemCallError) -> Void = {}
     ) throws(SystemCallError) {
-        let length = socklen_t(MemoryLayout<Address>.size)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, length) }
-        }
-        do throws(SystemCallError) {
-            guard bound == 0 else { throw SystemCallError.current("bind", text) }
+        try withClosing(socket) { () throws(SystemCallError) in
+            try socket.bind(to: address).get("bind", text)
             try beforeListen()
-            guard listen(fd, backlog) == 0 else { throw SystemCallError.current("listen", text) }
-        } catch {
-            _ = Glibc.close(fd)
-            throw error
+            try socket.listen(backlog: backlog).get("listen", text)
         }
     }
 
@@ -150,67 +162,39 @@ public final class Listener: Sendable, Equatable {
         port: UInt16, backlog: Int32, configured: ListenAddress
     ) throws(SystemCallError) -> Listener {
         let text = configured.description
-        let fd6 = socket(AF_INET6, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        if fd6 >= 0 {
-            _ = Glibc.close(fd6)
-            let fd = try makeSocket(AF_INET6, text)
-            try setOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 0, "IPV6_V6ONLY", text)
-            var sin6 = sockaddr_in6()
-            sin6.sin6_family = sa_family_t(AF_INET6)
-            sin6.sin6_port = port.bigEndian
-            sin6.sin6_addr = in6addr_any
-            try bindAndListen(fd, &sin6, backlog: backlog, text)
-            return Listener(fileDescriptor: fd, configured: configured)
+        if case .success(let probe) = FileDescriptor.socket(family: AF_INET6, type: Int32(SOCK_STREAM.rawValue)) {
+            try? probe.close()
+            let socket = try makeSocket(AF_INET6, text)
+            try withClosing(socket) { () throws(SystemCallError) in
+                try socket.setOption(level: Int32(IPPROTO_IPV6), IPV6_V6ONLY, to: 0).get("setsockopt IPV6_V6ONLY", text)
+            }
+            try bindAndListen(socket, .anyIPv6(port: port), backlog, text)
+            return Listener(socket, configured: configured)
         }
         // No IPv6 on this host: every IPv4 address.
-        let fd = try makeSocket(AF_INET, text)
-        var sin = sockaddr_in()
-        sin.sin_family = sa_family_t(AF_INET)
-        sin.sin_port = port.bigEndian
-        sin.sin_addr.s_addr = INADDR_ANY
-        try bindAndListen(fd, &sin, backlog: backlog, text)
-        return Listener(fileDescriptor: fd, configured: configured)
+        let socket = try makeSocket(AF_INET, text)
+        try bindAndListen(socket, .anyIPv4(port: port), backlog, text)
+        return Listener(socket, configured: configured)
     }
 
     /// Removes a socket file left by a process that no longer listens on it; refuses anything else.
-    private static func removeStaleUnixSocket(at path: String, _ text: String) throws(SystemCallError) {
+    private static func removeStaleUnixSocket(
+        at path: String, _ address: SocketAddress, _ text: String
+    ) throws(SystemCallError) {
         var info = stat()
         guard lstat(path, &info) == 0 else { return }  // nothing there
         guard (info.st_mode & S_IFMT) == S_IFSOCK else {
             throw SystemCallError("bind", text + " (exists and is not a socket)", errno: .fileExists)
         }
-        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard probe >= 0 else { throw SystemCallError.current("socket", text) }
-        defer { _ = Glibc.close(probe) }
-        var sun = SocketAddress.unix(path)
-        let connected = withUnsafePointer(to: &sun) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        if connected == 0 {
+        let probe = try FileDescriptor.socket(family: AF_UNIX, type: Int32(SOCK_STREAM.rawValue)).get("socket", text)
+        defer { try? probe.close() }
+        switch probe.connect(to: address) {
+        case .success:
             throw SystemCallError("bind", text + " (another process is listening on it)", errno: .addressInUse)
-        }
-        guard Glibc.errno == ECONNREFUSED else { return }  // let bind report whatever is wrong
-        guard unlink(path) == 0 else { throw SystemCallError.current("unlink stale socket", path) }
-    }
-
-    static func setOption(
-        _ fd: Int32, _ level: Int32, _ option: Int32, _ value: Int32, _ name: String, _ text: String
-    ) throws(SystemCallError) {
-        var value = value
-        guard setsockopt(fd, level, option, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
-            throw SystemCallError.current("setsockopt \(name)", text)
-        }
-    }
-
-    private static func setTimeout(
-        _ fd: Int32, _ option: Int32, _ seconds: Double, _ name: String, _ text: String
-    ) throws(SystemCallError) {
-        let whole = seconds.rounded(.down)
-        var value = timeval(tv_sec: Int(whole), tv_usec: Int((seconds - whole) * 1_000_000))
-        guard setsockopt(fd, SOL_SOCKET, option, &value, socklen_t(MemoryLayout<timeval>.size)) == 0 else {
-            throw SystemCallError.current("setsockopt \(name)", text)
+        case .failure(let errno) where errno == .connectionRefused:
+            try nothingOrErrno { unlink(path) }.get("unlink stale socket", path)
+        case .failure:
+            return  // let bind report whatever is wrong
         }
     }
 }

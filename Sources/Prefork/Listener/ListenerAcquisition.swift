@@ -29,7 +29,7 @@ enum ListenerAcquisition {
         for socket in inherited where !socket.isListeningStream {
             throw StartupError(
                 .configuration,
-                "socket fd \(socket.fileDescriptor) (\(socket.name), \(socket.localAddress)) passed by the service manager is not a listening stream socket"
+                "socket fd \(socket.fileDescriptor.rawValue) (\(socket.name), \(socket.localAddress)) passed by the service manager is not a listening stream socket"
             )
         }
         let stored = inherited.filter { $0.name.hasPrefix(storedPrefix) }
@@ -41,7 +41,7 @@ enum ListenerAcquisition {
                     "Using the \(activated.count) sockets passed by systemd; the configured listen addresses are not bound"
                 )
             }
-            return activated.map { Listener(adopting: $0.fileDescriptor, name: $0.name, origin: .activated) }
+            return activated.map { Listener(adopting: $0.fileDescriptor.rawValue, name: $0.name, origin: .activated) }
         }
         var listeners: [Listener] = []
         var unused = stored
@@ -51,7 +51,7 @@ enum ListenerAcquisition {
                     let socket = unused.remove(at: index)
                     listeners.append(
                         Listener(
-                            adopting: socket.fileDescriptor, name: address.description, origin: .stored,
+                            adopting: socket.fileDescriptor.rawValue, name: address.description, origin: .stored,
                             configured: address))
                 } else {
                     listeners.append(
@@ -70,6 +70,6 @@ enum ListenerAcquisition {
     /// A stored socket the configuration no longer wants: out of the store, closed.
     private static func discardStored(_ socket: ActivatedSocket) {
         _ = try? ServiceManager.notify([.fileDescriptorStoreRemove(name: socket.name)])
-        close(socket.fileDescriptor)
+        try? socket.fileDescriptor.close()
     }
 }

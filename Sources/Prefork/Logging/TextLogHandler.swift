@@ -49,9 +49,13 @@ public struct TextLogHandler: LogHandler {
         bytes.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
-                let n = write(fileDescriptor, raw.baseAddress! + offset, raw.count - offset)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return }
+                // A line that cannot be written is dropped: a log call has no one to report to.
+                guard
+                    case .success(let n) = valueOrErrno({
+                        write(fileDescriptor, raw.baseAddress! + offset, raw.count - offset)
+                    }),
+                    n > 0
+                else { return }
                 offset += n
             }
         }

@@ -1,4 +1,4 @@
-import CPreforkShims
+internal import CPreforkShims
 import Glibc
 
 /// Shared memory with one slot per worker: what it is doing, since when, and how many

@@ -1,4 +1,5 @@
 import Logging
+import SystemPackage
 import Systemd
 
 /// What the supervisor tells the service manager through sd_notify: readiness, reloads, stops,
@@ -68,7 +69,8 @@ struct ServiceReporter {
     mutating func store(_ fileDescriptor: Int32, name: String) -> Bool {
         guard enabled else { return false }
         do {
-            return try ServiceManager.notify([.fileDescriptorStore(name: name)], passing: [fileDescriptor])
+            return try ServiceManager.notify(
+                [.fileDescriptorStore(name: name)], passing: [FileDescriptor(rawValue: fileDescriptor)])
         } catch {
             logger.warning("Could not hand \(name) to systemd's fd store: \(error)")
             return false

@@ -1,4 +1,4 @@
-import CPreforkShims
+internal import CPreforkShims
 import Glibc
 
 /// The supervisor's signals, read from a `signalfd` in its poll loop.

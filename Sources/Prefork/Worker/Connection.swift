@@ -1,4 +1,3 @@
-import CPreforkShims
 import Glibc
 import SystemPackage
 
@@ -35,7 +34,10 @@ public struct Connection {
     /// reset the connection. Like the connection itself, it is meant for use during the handler's
     /// call: the worker reuses the buffer for its next connection.
     public var peer: String {
-        guard let peerAddress else { return SocketAddress.peer(of: fileDescriptor) }
+        guard let peerAddress else {
+            return (try? SocketAddress.peer(of: FileDescriptor(rawValue: fileDescriptor)).get())?.description
+                ?? "unknown"
+        }
         return SocketAddress.describe(peerAddress, length: peerAddressLength)
     }
 

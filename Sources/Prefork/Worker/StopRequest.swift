@@ -1,4 +1,4 @@
-import CPreforkShims
+internal import CPreforkShims
 
 /// What a worker has been asked to do by a stop signal, as its async-signal-safe handler recorded
 /// it (SIGTERM/SIGINT: graceful; SIGQUIT: immediate).
