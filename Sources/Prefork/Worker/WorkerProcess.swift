@@ -1,4 +1,4 @@
-import CPreforkShims
+internal import CPreforkShims
 import Glibc
 import Logging
 
