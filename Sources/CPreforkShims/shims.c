@@ -10,6 +10,8 @@
 #include <sys/prctl.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -135,6 +137,34 @@ int pf_epoll_wait_one(int epfd, int timeout_ms, uint32_t *tag) {
     int n = epoll_wait(epfd, &event, 1, timeout_ms);
     if (n == 1) *tag = event.data.u32;
     return n;
+}
+
+int pf_send_datagram(int fd, const void *addr, socklen_t addr_len, const char *text, size_t length,
+                     const int *fds, int nfds) {
+    struct iovec iov = {.iov_base = (void *)text, .iov_len = length};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_name = (void *)addr;
+    msg.msg_namelen = addr_len;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    char control[CMSG_SPACE(sizeof(int) * 16)];
+    if (nfds > 0) {
+        if (nfds > 16) { errno = EINVAL; return -1; }
+        memset(control, 0, sizeof control);
+        msg.msg_control = control;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * (size_t)nfds);
+    }
+    ssize_t sent;
+    do {
+        sent = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (sent < 0 && errno == EINTR);
+    return sent < 0 ? -1 : 0;
 }
 
 // MARK: worker stop handling

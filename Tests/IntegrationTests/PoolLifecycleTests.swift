@@ -243,3 +243,72 @@ import Testing
         return port!
     }
 }
+
+/// The supervisor and a service manager that stops reading its notifications.
+@Suite struct NotifyBackpressureTests {
+    /// A bound datagram socket nobody reads until `drain` is called.
+    final class SilentReceiver {
+        let path = NSTemporaryDirectory() + "preforkd-silent-\(UInt32.random(in: 0...UInt32.max)).sock"
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+
+        init() throws {
+            var address = unixSocketAddress(path)
+            let rc = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
+            guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        }
+
+        /// Reads every datagram queued now, without waiting.
+        func drain() -> [String] {
+            var texts: [String] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+                if n <= 0 { return texts }
+                texts.append(String(decoding: buffer[..<n], as: UTF8.self))
+            }
+        }
+
+        deinit {
+            close(fd)
+            unlink(path)
+        }
+    }
+
+    @Test func aNotifySocketNobodyReadsNeitherBlocksTheSupervisorNorLosesReadiness() throws {
+        let receiver = try SilentReceiver()
+        let daemon = try Daemon(
+            ["--listen", "127.0.0.1:0", "--workers", "2"], environment: ["NOTIFY_SOCKET": receiver.path])
+        defer { daemon.stop() }
+        let port = try daemon.port()
+        // Reloads fill the receiver's queue (ten datagrams) with RELOADING=1 and READY=1.
+        for round in 1...6 {
+            try daemon.waitForLog("Ready: 2 workers accepting (generation \(round))")
+            daemon.signal(SIGHUP)
+        }
+        try daemon.waitForLog("The service manager is not reading notifications")
+        try daemon.waitForLog("Ready: 2 workers accepting (generation 7)")
+        // Still reaping and respawning.
+        let before = daemon.workerPIDs()
+        kill(before[0], SIGKILL)
+        try waitUntil("a replacement worker") {
+            let now = daemon.workerPIDs()
+            return now.count == 2 && !now.contains(before[0])
+        }
+        #expect(try Client.exchange(port: port, "still served<EOF>") == "still served<EOF>")
+        // Once the manager reads again, every held READY=1 arrives, in order after its RELOADING=1.
+        var texts: [String] = []
+        try waitUntil("seven READY=1") {
+            texts += receiver.drain()
+            return texts.filter { $0.contains("READY=1") }.count == 7
+        }
+        let kinds = texts.compactMap { text -> String? in
+            text.contains("READY=1") ? "R" : text.contains("RELOADING=1") ? "L" : nil
+        }
+        #expect(kinds.joined() == "R" + String(repeating: "LR", count: 6))
+        try daemon.waitForLog("reads notifications again")
+    }
+}

@@ -53,6 +53,12 @@ int pf_epoll_add(int epfd, int fd, uint32_t tag, int exclusive);
 /// (EINTR included). Any 32-bit tag is possible, so none can be mistaken for the error return.
 int pf_epoll_wait_one(int epfd, int timeout_ms, uint32_t *tag);
 
+/// Sends one datagram `text` to the unix address `addr` without blocking (MSG_DONTWAIT), passing
+/// `fds` (SCM_RIGHTS) when `nfds` > 0. Returns 0, or -1 with errno (EAGAIN when the receiver's
+/// queue is full).
+int pf_send_datagram(int fd, const void *addr, socklen_t addr_len, const char *text, size_t length,
+                     const int *fds, int nfds);
+
 // MARK: worker stop handling
 
 /// Installs the worker's handler for SIGTERM/SIGINT (graceful) and SIGQUIT (immediate), without

@@ -1,14 +1,26 @@
+import Glibc
 import Logging
 import SystemPackage
 import Systemd
 
-/// What the supervisor tells the service manager through sd_notify: readiness, reloads, stops,
-/// a live STATUS= line, and watchdog keep-alives. Does nothing when NOTIFY_SOCKET is unset.
+/// What the supervisor tells the service manager through the notification socket: readiness,
+/// reloads, stops, a live STATUS= line, and watchdog keep-alives. Does nothing when
+/// NOTIFY_SOCKET is unset.
 ///
-/// Only the supervisor sends (systemd's `NotifyAccess=main` drops anything a worker would send).
+/// It never blocks: when the receiver stops reading, READY, RELOADING, STOPPING, WATCHDOG and
+/// the rest wait in order and are sent again on every turn of the loop, while STATUS= lines are
+/// replaced by the newest one. Only the supervisor sends (systemd's `NotifyAccess=main` drops
+/// anything a worker would send).
 struct ServiceReporter {
+    /// A datagram that could not be sent yet.
+    private struct Held {
+        let text: String
+        let fileDescriptors: [Int32]
+    }
+
     private let logger: Logger
-    private let enabled = ServiceManager.isNotifySocketSet
+    private let channel = NotifyChannel(environmentValue: getenv("NOTIFY_SOCKET").map { String(cString: $0) })
+    private var enabled: Bool { channel != nil }
     /// Half the watchdog interval, in ns, when systemd's watchdog is on for this process.
     let watchdogPeriodNs: UInt64?
     private var lastStatus = ""
@@ -16,6 +28,12 @@ struct ServiceReporter {
     private var lastWatchdogAt: UInt64 = 0
     private var lastExtendAt: UInt64 = 0
     private var warned = false
+    /// Datagrams that must reach the manager, oldest first.
+    private var held: [Held] = []
+    /// The newest STATUS= line that could not be sent.
+    private var heldStatus: String?
+    /// STATUS= lines replaced before they could be sent, since the way was last clear.
+    private var droppedStatusLines = 0
 
     init(logger: Logger) {
         self.logger = logger
@@ -65,45 +83,86 @@ struct ServiceReporter {
         send([.status("Failed: \(status)"), .errno(errno)])
     }
 
-    /// FDSTORE=1: hands systemd a copy of a listening socket under `name`. True when sent.
+    /// FDSTORE=1: hands systemd a copy of a listening socket under `name`. True when sent or
+    /// held to be sent (the socket stays open meanwhile: it is a listener).
     mutating func store(_ fileDescriptor: Int32, name: String) -> Bool {
         guard enabled else { return false }
-        do {
-            return try ServiceManager.notify(
-                [.fileDescriptorStore(name: name)], passing: [FileDescriptor(rawValue: fileDescriptor)])
-        } catch {
-            logger.warning("Could not hand \(name) to systemd's fd store: \(error)")
-            return false
-        }
+        return send([.fileDescriptorStore(name: name)], passing: [fileDescriptor])
     }
 
     /// FDSTOREREMOVE=1 for `name`.
     mutating func unstore(name: String) { send([.fileDescriptorStoreRemove(name: name)]) }
 
-    /// Called on every turn of the supervisor loop: refreshes STATUS= at most once a second when
-    /// it changed, and pings the watchdog every half interval while `healthy`.
+    /// Called on every turn of the supervisor loop: sends what was held back, refreshes STATUS=
+    /// at most once a second when it changed, and pings the watchdog every half interval while
+    /// `healthy`.
     mutating func tick(status: @autoclosure () -> String, healthy: Bool) {
         guard enabled else { return }
+        flush()
         let now = Monotonic.now()
         if let period = watchdogPeriodNs, healthy, now - lastWatchdogAt >= period {
-            send([.watchdog])
             lastWatchdogAt = now
+            // One pending ping says as much as several.
+            if !held.contains(where: { $0.text == ServiceNotification.watchdog.assignment }) { send([.watchdog]) }
         }
         guard now - lastStatusAt >= 1_000_000_000 else { return }
         let line = status()
         lastStatusAt = now
         guard line != lastStatus else { return }
         lastStatus = line
-        send([.status(line)])
+        sendStatus(line)
     }
 
-    private mutating func send(_ messages: [ServiceNotification]) {
-        guard enabled else { return }
-        do {
-            try ServiceManager.notify(messages)
-        } catch {
-            if !warned { logger.warning("sd_notify failed: \(error)") }
-            warned = true
+    /// Sends `messages` as one datagram, or holds it (in order) until the receiver reads again.
+    /// False only when sending failed for good.
+    @discardableResult
+    private mutating func send(_ messages: [ServiceNotification], passing fileDescriptors: [Int32] = []) -> Bool {
+        guard let channel else { return false }
+        let text = messages.map(\.assignment).joined(separator: "\n")
+        guard held.isEmpty else {
+            held.append(Held(text: text, fileDescriptors: fileDescriptors))
+            return true
         }
+        switch channel.send(text, passing: fileDescriptors) {
+        case .sent:
+            return true
+        case .wouldBlock:
+            logger.warning("The service manager is not reading notifications; holding them until it does")
+            held.append(Held(text: text, fileDescriptors: fileDescriptors))
+            return true
+        case .failed(let errno):
+            if !warned { logger.warning("\(SystemCallError("sd_notify", errno: errno))") }
+            warned = true
+            return false
+        }
+    }
+
+    /// STATUS= alone: never held in the queue, only the newest line is kept for later.
+    private mutating func sendStatus(_ line: String) {
+        guard let channel else { return }
+        guard held.isEmpty, heldStatus == nil else {
+            if heldStatus != nil { droppedStatusLines += 1 }
+            heldStatus = line
+            return
+        }
+        if channel.send(ServiceNotification.status(line).assignment) == .wouldBlock { heldStatus = line }
+    }
+
+    /// Sends what was held, in order, as far as the receiver takes it.
+    private mutating func flush() {
+        guard let channel, !held.isEmpty || heldStatus != nil else { return }
+        while let next = held.first {
+            switch channel.send(next.text, passing: next.fileDescriptors) {
+            case .wouldBlock: return
+            case .sent, .failed: held.removeFirst()
+            }
+        }
+        if let line = heldStatus {
+            guard channel.send(ServiceNotification.status(line).assignment) != .wouldBlock else { return }
+            heldStatus = nil
+        }
+        let dropped = droppedStatusLines > 0 ? " (\(droppedStatusLines) STATUS= lines were replaced by newer ones)" : ""
+        logger.info("The service manager reads notifications again; every held one is sent\(dropped)")
+        droppedStatusLines = 0
     }
 }
