@@ -114,6 +114,35 @@ import Testing
         #expect(try daemon.waitForExit() == 0)
     }
 
+    @Test func aStderrPipeNobodyReadsButNobodyClosedEitherBlocksNoProcess() throws {
+        // The reader holds the pipe open and never reads: after 64 KiB every write would block.
+        let launcher = """
+            import os, sys
+            r, w = os.pipe()
+            os.dup2(w, 2)
+            os.set_inheritable(r, True)
+            os.execv(sys.argv[1], sys.argv[1:])
+            """
+        let daemon = try Daemon(
+            ["-c", launcher, Binaries.preforkd, "--listen", "127.0.0.1:0", "--workers", "2", "--log-level", "debug"],
+            binary: "/usr/bin/python3")
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try portFromStatus(daemon)
+        // A debug line per connection: 600 of them are well past the pipe's 64 KiB.
+        for round in 0..<600 {
+            #expect(try Client.exchange(port: port, "round \(round)<EOF>") == "round \(round)<EOF>")
+        }
+        let before = daemon.workerPIDs()
+        kill(before[0], SIGKILL)
+        try waitUntil("a replacement worker") {
+            let now = daemon.workerPIDs()
+            return now.count == 2 && !now.contains(before[0])
+        }
+        daemon.signal(SIGTERM)
+        #expect(try daemon.waitForExit() == 0)
+    }
+
     @Test func startedWithStderrClosedNoSocketBecomesStderr() throws {
         let daemon = try Daemon(
             ["-c", "exec 2>&-; exec \"$0\" \"$@\"", Binaries.preforkd, "--listen", "127.0.0.1:0", "--workers", "1"],

@@ -5,8 +5,9 @@ import Logging
 ///
 ///     2026-11-24T22:10:00.123Z info [4711] supervisor: Listening on 127.0.0.1:11000 listener=web
 ///
-/// Each line is one `write(2)`, so lines from concurrent workers never interleave. No Foundation,
-/// no locale: the timestamp is formatted by hand (UTC).
+/// Each line is one `write(2)`, so lines from concurrent workers never interleave, and a line
+/// is dropped rather than block the process when nobody reads the log (see ``LogLineWriter``).
+/// No Foundation, no locale: the timestamp is formatted by hand (UTC).
 public struct TextLogHandler: LogHandler {
     /// Log lines as text, or one JSON object per line.
     public enum Format: String, Sendable, CaseIterable {
@@ -44,21 +45,7 @@ public struct TextLogHandler: LogHandler {
         case .text: line = textLine(event.level, event.message.description, merged)
         case .json: line = jsonLine(event.level, event.message.description, merged)
         }
-        var bytes = Array(line.utf8)
-        bytes.append(UInt8(ascii: "\n"))
-        bytes.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                // A line that cannot be written is dropped: a log call has no one to report to.
-                guard
-                    case .success(let n) = valueOrErrno({
-                        write(fileDescriptor, raw.baseAddress! + offset, raw.count - offset)
-                    }),
-                    n > 0
-                else { return }
-                offset += n
-            }
-        }
+        LogLineWriter.write(line, to: fileDescriptor)
     }
 
     private func textLine(_ level: Logger.Level, _ message: String, _ metadata: Logger.Metadata) -> String {
