@@ -7,31 +7,31 @@ import Glibc
 /// Mapped `MAP_SHARED | MAP_ANONYMOUS` by the supervisor before the first fork, so every worker
 /// writes its own slot and the supervisor reads them all without a syscall — for readiness,
 /// STATUS= and deadlines (as Apache's prefork scoreboard).
-public struct Scoreboard {
+struct Scoreboard {
     /// What a worker is doing.
-    public enum Stage: UInt32, Sendable {
+    enum Stage: UInt32, Sendable {
         case free = 0
         case starting, accepting, reading, handling, exiting
     }
 
     /// Counts across the whole pool.
-    public struct Summary: Sendable, Equatable {
+    struct Summary: Sendable, Equatable {
         /// Workers between fork and their first accept.
-        public var starting = 0
+        var starting = 0
         /// Workers parked in accept: ready for a connection now.
-        public var idle = 0
+        var idle = 0
         /// Workers reading initial data or running their handler.
-        public var busy = 0
+        var busy = 0
         /// Connections handed to handlers by live workers.
-        public var connections: UInt64 = 0
+        var connections: UInt64 = 0
     }
 
     private let base: UnsafeMutablePointer<pf_slot>
     /// The number of slots (the most workers that can exist at once, old generations included).
-    public let capacity: Int
+    let capacity: Int
 
     /// Maps a zeroed scoreboard with `capacity` slots.
-    public init(capacity: Int) throws(SystemCallError) {
+    init(capacity: Int) throws(SystemCallError) {
         let bytes = capacity * MemoryLayout<pf_slot>.stride
         let memory = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
         guard let memory, memory != MAP_FAILED else { throw SystemCallError.current("mmap", "scoreboard") }
@@ -40,7 +40,7 @@ public struct Scoreboard {
     }
 
     /// The slot at `index` (0-based).
-    public func slot(_ index: Int) -> UnsafeMutablePointer<pf_slot> {
+    func slot(_ index: Int) -> UnsafeMutablePointer<pf_slot> {
         precondition(index >= 0 && index < capacity, "scoreboard slot \(index) out of range")
         return base + index
     }
@@ -62,12 +62,12 @@ public struct Scoreboard {
     }
 
     /// The stage of the worker in `index`.
-    public func stage(_ index: Int) -> Stage {
+    func stage(_ index: Int) -> Stage {
         Stage(rawValue: pf_slot_load_stage(slot(index))) ?? .free
     }
 
     /// Counts over the given slots.
-    public func summary<Slots: Sequence<Int>>(of indices: Slots) -> Summary {
+    func summary<Slots: Sequence<Int>>(of indices: Slots) -> Summary {
         var summary = Summary()
         for index in indices {
             let slot = self.slot(index)
