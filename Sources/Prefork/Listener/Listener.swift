@@ -22,7 +22,7 @@ public final class Listener: Sendable, Equatable {
     }
 
     /// The listening socket.
-    public let fileDescriptor: Int32
+    let fileDescriptor: Int32
     /// The address it actually listens on (port 0 resolved), e.g. `127.0.0.1:41234`.
     public let address: String
     /// The configured address it was bound from; nil for an activated socket.
@@ -33,7 +33,7 @@ public final class Listener: Sendable, Equatable {
     public let origin: Origin
 
     /// Wraps an already listening socket (activated or stored).
-    public init(adopting fileDescriptor: Int32, name: String, origin: Origin, configured: ListenAddress? = nil) {
+    init(adopting fileDescriptor: Int32, name: String, origin: Origin, configured: ListenAddress? = nil) {
         self.fileDescriptor = fileDescriptor
         self.address = SocketAddress.local(of: fileDescriptor)
         self.configured = configured
@@ -59,7 +59,7 @@ public final class Listener: Sendable, Equatable {
     ///   - backlog: the accept queue length; the kernel clamps it to `net.core.somaxconn`.
     ///   - unixMode: permissions of a unix socket file. A stale socket file nobody listens on is
     ///     replaced; a live one, or a path that is not a socket, is refused.
-    public static func bind(
+    static func bind(
         _ address: ListenAddress, backlog: Int32, unixMode: mode_t = 0o660
     ) throws(SystemCallError) -> Listener {
         let text = address.description
@@ -98,14 +98,19 @@ public final class Listener: Sendable, Equatable {
 
     /// Sets the receive and send timeouts on the listening socket. Accepted sockets inherit them,
     /// so a worker bounds every blocking read and write without a syscall per connection.
-    public func setTimeouts(receive: Double, send: Double) throws(SystemCallError) {
+    func setTimeouts(receive: Double, send: Double) throws(SystemCallError) {
         try Self.setTimeout(fileDescriptor, SO_RCVTIMEO, receive, "SO_RCVTIMEO", address)
         try Self.setTimeout(fileDescriptor, SO_SNDTIMEO, send, "SO_SNDTIMEO", address)
     }
 
+    /// Sets the receive and send timeouts on the listening socket (see ``setTimeouts(receive:send:)``).
+    func setTimeouts(receive: Duration, send: Duration) throws(SystemCallError) {
+        try setTimeouts(receive: receive.inSeconds, send: send.inSeconds)
+    }
+
     /// Closes the socket and, when asked, removes the unix socket file preforkd created. Never
     /// call it on an activated socket: systemd owns those.
-    public func close(unlinkingSocketFile: Bool = true) {
+    func close(unlinkingSocketFile: Bool = true) {
         _ = Glibc.close(fileDescriptor)
         if unlinkingSocketFile, origin == .bound, case .unix(let path)? = configured {
             _ = unlink(path)

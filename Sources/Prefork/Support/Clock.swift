@@ -12,4 +12,7 @@ enum Monotonic {
         let value = seconds * 1e9
         return value >= Double(UInt64.max) ? UInt64.max : UInt64(value)
     }
+
+    /// `duration` as nanoseconds, saturating (none when negative).
+    static func nanoseconds(_ duration: Duration) -> UInt64 { nanoseconds(duration.inSeconds) }
 }
