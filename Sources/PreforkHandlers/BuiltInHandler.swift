@@ -45,6 +45,7 @@ package struct HandlerOptions: Sendable, Equatable {
         value as? Configuration
     }
 
+    /// Whether both hold the same handler's options, with equal values.
     package static func == (lhs: HandlerOptions, rhs: HandlerOptions) -> Bool {
         lhs.value.isEqual(to: rhs.value)
     }

@@ -100,6 +100,12 @@ func echo(_ options: [String: HandlerOptions]) -> EchoHandler.Configuration {
         }
     }
 
+    @Test func handlerTablesDoNotShadowTopLevelKeys() {
+        let topLevel = Set(Settings.table.settings.map(\.key) + ["listeners"])
+        #expect(topLevel.isDisjoint(with: HandlerRegistry.names))
+        #expect(!HandlerRegistry.names.contains("handler"), "[listeners.X] handler is taken")
+    }
+
     @Test func syntaxErrorsNameTheLine() {
         #expect {
             _ = try apply("workers = \n")

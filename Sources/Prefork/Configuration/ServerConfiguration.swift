@@ -46,7 +46,9 @@ public struct ServerConfiguration: Sendable, Equatable {
 
     /// Every setting of the engine, said once: key, flag, help, default, range and rendering.
     /// `preforkd` builds its flags, its config-file keys, `--check-config` and `--help` from it.
-    /// A new engine setting is a stored property above and one entry here.
+    /// A new engine setting is a stored property above and one entry here; its flag is one
+    /// `@Option` line in `PreforkdCommand` with its `flagInputs` entry (the tests fail until
+    /// every property has an entry and every entry a working flag).
     package static let settings = SettingsTable<ServerConfiguration>([
         Setting(
             key: "listen",

@@ -6,6 +6,7 @@ package struct SettingError: Error, Sendable {
     /// The offending part of the value, when not the whole of it.
     package var value: SettingValue?
 
+    /// Refuses a value for `reason`; `value` is the part at fault, when not the whole value.
     package init(_ reason: String, value: SettingValue? = nil) {
         self.reason = reason
         self.value = value
@@ -244,7 +245,9 @@ package struct SettingsTable<Root>: Sendable {
     /// Every setting, in order.
     package let settings: [Setting<Root>]
 
+    /// A table of `settings`, in the order given; keys must be unique.
     package init(_ settings: [Setting<Root>]) {
+        assert(Set(settings.map(\.key)).count == settings.count, "a key is said twice")
         self.settings = settings
     }
 
