@@ -4,7 +4,8 @@ import PreforkHandlers
 
 /// A setting as the command line sees it: a top-level setting (`--workers`), or a handler's
 /// option (`--echo-keep-alive`), which applies to the handler's `[NAME]` table and to every
-/// `[listeners.X.NAME]` table, so that the command line wins everywhere.
+/// `[listeners.X.NAME]` table, so that the command line wins everywhere (`--handler` likewise
+/// sets the handler of every `[listeners.X]` table).
 struct FlagSetting: Sendable {
     /// The qualified key: `workers`, `echo.keep-alive`.
     let key: String
@@ -47,7 +48,15 @@ struct FlagSetting: Sendable {
             flags.append(
                 FlagSetting(
                     key: setting.key, setting: setting, defaults: Settings(),
-                    apply: { value, settings throws(SettingError) in try setting.read(value, into: &settings) },
+                    apply: { value, settings throws(SettingError) in
+                        try setting.read(value, into: &settings)
+                        // `handler` is also a key of each [listeners.NAME] table: the flag wins there too.
+                        if setting.key == "handler" {
+                            for listener in settings.listeners.keys {
+                                settings.listeners[listener]!.handler = settings.handler
+                            }
+                        }
+                    },
                     render: { setting.render($0) }))
         }
         for registered in HandlerRegistry.all {
