@@ -112,8 +112,8 @@ public struct Connection {
     /// ``ConnectionError/timedOut``; `.zero` waits forever.
     public func setReceiveTimeout(_ timeout: Duration) throws(ConnectionError) {
         let (seconds, attoseconds) = max(timeout, .zero).components
-        // The kernel rounds a timeout shorter than its tick up to one tick; never pass 0 for a
-        // positive timeout, which would mean "forever".
+        // A positive timeout under a microsecond becomes one microsecond: a zero timeval would
+        // mean waiting forever.
         let microseconds = max(timeout > .zero && seconds == 0 ? 1 : 0, Int(attoseconds / 1_000_000_000_000))
         var value = timeval(tv_sec: Int(seconds), tv_usec: microseconds)
         guard setsockopt(fileDescriptor, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size)) == 0
