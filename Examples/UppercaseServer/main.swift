@@ -1,42 +1,42 @@
 // An example of embedding the Prefork engine with a handler of your own: each connection's
 // first line comes back in upper case. Run it, then: printf 'hello\n' | nc 127.0.0.1 12000
-import Glibc
 import Logging
 import Prefork
 
 /// Reads one line (the initial data, completed if needed) and writes it back upper-cased.
 struct UppercaseHandler: ConnectionHandler {
     private var line: [UInt8] = []
+    private var chunk: [UInt8] = []
 
+    // Runs in each worker after fork: per-worker buffers belong here. A throw is a boot failure.
     mutating func prepare(_ context: WorkerContext) throws {
         line.reserveCapacity(4096)
+        chunk = [UInt8](repeating: 0, count: 1024)
     }
 
-    mutating func handle(_ connection: Connection, initialData: UnsafeRawBufferPointer, context: WorkerContext) throws {
+    // initialData: the client's first 1…initial-bytes bytes, from one read.
+    mutating func handle(_ connection: Connection, initialData: Span<UInt8>, context: WorkerContext) throws {
         line.removeAll(keepingCapacity: true)
-        line.append(contentsOf: initialData)
-        var chunk = [UInt8](repeating: 0, count: 1024)
+        for index in initialData.indices { line.append(initialData[index]) }
         while !line.contains(UInt8(ascii: "\n")) && line.count < 4096 {
-            let n = try chunk.withUnsafeMutableBytes { try connection.read(into: $0) }
-            if n == 0 { break }
-            line.append(contentsOf: chunk[..<n])
+            let count = try connection.read(into: &chunk)
+            if count == 0 { break }
+            line.append(contentsOf: chunk[..<count])
         }
         for index in line.indices where (97...122).contains(line[index]) { line[index] -= 32 }
-        try line.withUnsafeBytes { try connection.write($0) }
-        connection.shutdown()
+        try connection.write(line)
+        connection.shutdown()  // the worker closes the socket when handle returns
     }
 }
 
 LoggingSystem.bootstrap { _ in TextLogHandler(level: .info) }
-var configuration = ServerConfiguration()
-configuration.workers = 2
 let address = CommandLine.arguments.dropFirst().first ?? "127.0.0.1:12000"
-do {
+// The loader runs at start and again on SIGHUP; a bad address ends the process with one line
+// on stderr and exit status 78, as any configuration error does.
+let server = PreforkServer(logger: Logger(label: "uppercase")) {
+    var configuration = ServerConfiguration()
     configuration.listen = [try ListenAddress(parsing: address)]
-    let server = PreforkServer(
-        configuration: configuration, handler: UppercaseHandler(), logger: Logger(label: "uppercase"))
-    exit(try server.run().rawValue)
-} catch {
-    print("uppercase-server: \(error)")
-    exit(PreforkExitCode.configuration.rawValue)
+    configuration.workers = 2
+    return ServerSetup(configuration: configuration, handler: UppercaseHandler())
 }
+server.runAndExit()

@@ -1,17 +1,26 @@
+import Glibc
 import Logging
 import Systemd
 
-/// What the engine runs: its configuration and the handler its workers use.
+/// What the engine runs: its configuration, the handler its workers use, and their log level.
 public struct ServerSetup {
     /// Listeners, pool size, timeouts.
     public var configuration: ServerConfiguration
     /// The handler each worker copies after fork.
     public var handler: any ConnectionHandler
+    /// The log level of this setup's generation, or nil to keep the level the engine's logger has.
+    ///
+    /// The engine sets it on its loggers (`Logger.logLevel`) only once the setup is in force:
+    /// at start, and on a reload when the new generation takes over — in the supervisor then,
+    /// and in each worker of that generation as it is forked. A reload that is refused or rolled
+    /// back leaves the level as it was.
+    public var logLevel: Logger.Level?
 
-    /// Pairs a configuration with a handler.
-    public init(configuration: ServerConfiguration, handler: any ConnectionHandler) {
+    /// Pairs a configuration with a handler, and optionally a log level.
+    public init(configuration: ServerConfiguration, handler: any ConnectionHandler, logLevel: Logger.Level? = nil) {
         self.configuration = configuration
         self.handler = handler
+        self.logLevel = logLevel
     }
 }
 
@@ -51,8 +60,7 @@ public struct StartupError: Error, CustomStringConvertible {
 /// ```swift
 /// var configuration = ServerConfiguration()
 /// configuration.listen = [try ListenAddress(parsing: "127.0.0.1:12000")]
-/// let server = PreforkServer(configuration: configuration, handler: MyHandler(), logger: logger)
-/// exit(try server.run().rawValue)
+/// PreforkServer(configuration: configuration, handler: MyHandler(), logger: logger).runAndExit()
 /// ```
 ///
 /// `run()` must be called from a single-threaded process (no Dispatch queue or Swift `Task`
@@ -79,7 +87,25 @@ public struct PreforkServer {
         self.init(logger: logger) { ServerSetup(configuration: configuration, handler: handler) }
     }
 
-    /// Runs until stopped by a signal; returns the exit status.
+    /// Runs until stopped by a signal, then ends the process with its exit status; a startup
+    /// failure ends it too, with one line on stderr (`NAME: reason`, NAME being the program's
+    /// name) and the failure's status (``StartupError/exitCode``).
+    ///
+    /// The whole of a `main.swift` can be building the configuration and calling this.
+    public func runAndExit() -> Never {
+        let status: PreforkExitCode
+        do {
+            status = try run()
+        } catch {
+            let program = CommandLine.arguments.first?.split(separator: "/").last.map(String.init) ?? "prefork"
+            let line = "\(program): \(error.description)\n"
+            _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
+            status = error.exitCode
+        }
+        exit(status.rawValue)
+    }
+
+    /// Runs until stopped by a signal; returns the exit status for the process.
     ///
     /// - Throws: ``StartupError`` when the setup is invalid or a listener cannot be bound;
     ///   nothing has been forked then.
@@ -102,6 +128,9 @@ public struct PreforkServer {
         } catch {
             throw StartupError(.configuration, "socket activation: \(error)")
         }
+        var logger = logger
+        // The first generation is in force from here on.
+        if let level = setup.logLevel { logger.logLevel = level }
         let supervisor = try Supervisor(setup: setup, inherited: inherited, loader: loader, logger: logger)
         return supervisor.run()
     }

@@ -4,8 +4,10 @@ import Systemd
 
 /// Log set-up for the executable (library code only ever receives a `Logger`).
 enum LogSetup {
-    /// The level every logger of this process uses; a reload sets it before forking the new
-    /// generation. The supervisor is single-threaded and a worker has one thread: no lock needed.
+    /// The level every logger of this process uses. The engine changes it through
+    /// `Logger.logLevel` when a generation takes over (``Prefork/ServerSetup/logLevel``): in the
+    /// supervisor, and in each worker it forks for that generation. The supervisor is
+    /// single-threaded and a worker has one thread: no lock needed.
     nonisolated(unsafe) static var level = Logger.Level.info
 
     /// Bootstraps swift-log once and returns the supervisor's logger.

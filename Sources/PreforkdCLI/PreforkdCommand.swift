@@ -6,15 +6,18 @@ import PreforkHandlers
 
 /// `preforkd`: the command line. Synchronous on purpose — no async runtime may start before fork.
 public struct PreforkdCommand: ParsableCommand {
+    /// The version `--version` prints.
     public static let version = "0.1.0"
 
+    /// The command's name, summary and help text.
     public static let configuration = CommandConfiguration(
         commandName: "preforkd",
         abstract: "A pre-fork TCP acceptor daemon: a supervisor, forked workers, blocking accept + initial read.",
         discussion: """
             Every option is also a config-file key (TOML), named as the long option without its dashes; \
-            the echo handler's options sit in an [echo] table (--echo-keep-alive ↔ [echo] keep-alive). \
-            The command line wins over the file. With no --listen and no socket from systemd, preforkd \
+            a handler's options sit in a table named after it (--echo-keep-alive ↔ [echo] keep-alive), \
+            and [listeners.NAME] tables give one listener its own handler and options. \
+            The command line wins over the file, listener tables included. With no --listen and no socket from systemd, preforkd \
             listens on 127.0.0.1:11000.
 
             Signals: TERM/INT graceful stop, QUIT immediate stop, HUP reload, TTIN/TTOU one worker more/less.
@@ -27,96 +30,60 @@ public struct PreforkdCommand: ParsableCommand {
         name: .long, help: ArgumentHelp("Read settings from this TOML file (re-read on SIGHUP).", valueName: "file"))
     var config: String?
 
-    @Option(
-        name: [.short, .long],
-        help: ArgumentHelp(
-            "Listen on ADDR: 127.0.0.1:11000, [::1]:11000, *:11000 or unix:/path (repeatable; port 0 = ephemeral).",
-            valueName: "addr"))
-    var listen: [String] = []
-
-    @Option(name: [.short, .long], help: ArgumentHelp("Worker processes (default: number of CPUs).", valueName: "n"))
-    var workers: Int?
-
-    @Option(name: .long, help: ArgumentHelp("Most bytes taken by the initial read (default 1024).", valueName: "n"))
-    var initialBytes: Int?
-
-    @Option(
-        name: .long,
-        help: ArgumentHelp(
-            "Seconds a new connection may take to send its first bytes; also bounds each later read (default 10).",
-            valueName: "s"))
-    var initialTimeout: Double?
-
-    @Option(
-        name: .long,
-        help: ArgumentHelp("Seconds a write may block on a client that does not read (default 30).", valueName: "s"))
-    var sendTimeout: Double?
-
-    @Option(
-        name: .long,
-        help: ArgumentHelp(
-            "Handler: \(Settings.HandlerName.allCases.map(\.rawValue).joined(separator: " | ")) (default echo).",
-            valueName: "name"))
-    var handler: String?
-
-    @Option(
-        name: .long,
-        help: ArgumentHelp("Seconds to drain on SIGTERM or reload before SIGKILL (default 30).", valueName: "s"))
-    var gracefulTimeout: Double?
-
-    @Option(
-        name: .long,
-        help: ArgumentHelp(
-            "Accept queue length of bound listeners (default 4096, clamped by the kernel).", valueName: "n"))
-    var backlog: Int?
-
-    @Option(
-        name: .long, help: ArgumentHelp("Octal permissions of unix socket files (default 0660).", valueName: "mode"))
-    var unixMode: String?
-
-    @Flag(
-        name: .long, inversion: .prefixedNo,
-        help:
-            "Hand self-bound listeners to systemd's fd store so a restart keeps them (default: on when $FDSTORE is set)."
-    )
-    var fdStore: Bool?
-
-    @Option(
-        name: .long,
-        help: ArgumentHelp(
-            "trace | debug | info | notice | warning | error | critical (default info).", valueName: "level"))
-    var logLevel: String?
-
-    @Option(
-        name: .long,
-        help: ArgumentHelp(
-            "auto | text | json | journal (default auto: journal when stderr is journald's stream).",
-            valueName: "format"))
-    var logFormat: String?
-
-    @Flag(name: .long, inversion: .prefixedNo, help: "Echo: serve further messages on a connection (default off).")
+    // One property per flag, as swift-argument-parser needs; each name and help comes from the
+    // settings tables (Settings.table, each handler's table), and the raw text is applied
+    // through them (see `flagInputs`).
+    @Option(name: .setting("listen"), help: .setting("listen")) var listen: [String] = []
+    @Option(name: .setting("workers"), help: .setting("workers")) var workers: String?
+    @Option(name: .setting("initial-bytes"), help: .setting("initial-bytes")) var initialBytes: String?
+    @Option(name: .setting("initial-timeout"), help: .setting("initial-timeout")) var initialTimeout: String?
+    @Option(name: .setting("send-timeout"), help: .setting("send-timeout")) var sendTimeout: String?
+    @Option(name: .setting("handler"), help: .setting("handler")) var handler: String?
+    @Option(name: .setting("graceful-timeout"), help: .setting("graceful-timeout")) var gracefulTimeout: String?
+    @Option(name: .setting("boot-timeout"), help: .setting("boot-timeout")) var bootTimeout: String?
+    @Option(name: .setting("backlog"), help: .setting("backlog")) var backlog: String?
+    @Option(name: .setting("unix-mode"), help: .setting("unix-mode")) var unixMode: String?
+    @Flag(name: .setting("fd-store"), inversion: .prefixedNo, help: .setting("fd-store")) var fdStore: Bool?
+    @Option(name: .setting("log-level"), help: .setting("log-level")) var logLevel: String?
+    @Option(name: .setting("log-format"), help: .setting("log-format")) var logFormat: String?
+    @Flag(name: .setting("echo.keep-alive"), inversion: .prefixedNo, help: .setting("echo.keep-alive"))
     var echoKeepAlive: Bool?
-
-    @Option(
-        name: .long,
-        help: ArgumentHelp("Echo: seconds to wait for the next message with keep-alive (default 15).", valueName: "s"))
-    var echoIdleTimeout: Double?
-
-    @Option(
-        name: .long,
-        help: ArgumentHelp("Echo: largest message accepted, tag included (default 1048576).", valueName: "bytes"))
-    var echoMaxMessageBytes: Int?
-
-    @Option(
-        name: .long,
-        help: ArgumentHelp("Echo: seconds a whole message may take to arrive (default 30).", valueName: "s"))
-    var echoMessageTimeout: Double?
+    @Option(name: .setting("echo.idle-timeout"), help: .setting("echo.idle-timeout")) var echoIdleTimeout: String?
+    @Option(name: .setting("echo.max-message-bytes"), help: .setting("echo.max-message-bytes"))
+    var echoMaxMessageBytes: String?
+    @Option(name: .setting("echo.message-timeout"), help: .setting("echo.message-timeout"))
+    var echoMessageTimeout: String?
 
     @Flag(name: .long, help: "Validate everything, print the effective configuration, and exit.")
     var checkConfig = false
 
+    /// What one flag was given as: the texts of each use, or the toggle's state.
+    enum FlagInput {
+        case texts([String])
+        case toggle(Bool?)
+    }
+
+    /// Each flag's raw input, by its setting's key. A flag added above without an entry here is
+    /// caught by the tests (every setting's flag must reach the setting).
+    var flagInputs: [(key: String, input: FlagInput)] {
+        func text(_ value: String?) -> FlagInput { .texts(value.map { [$0] } ?? []) }
+        return [
+            ("listen", .texts(listen)), ("workers", text(workers)), ("initial-bytes", text(initialBytes)),
+            ("initial-timeout", text(initialTimeout)), ("send-timeout", text(sendTimeout)),
+            ("handler", text(handler)), ("graceful-timeout", text(gracefulTimeout)),
+            ("boot-timeout", text(bootTimeout)), ("backlog", text(backlog)),
+            ("unix-mode", text(unixMode)), ("fd-store", .toggle(fdStore)), ("log-level", text(logLevel)),
+            ("log-format", text(logFormat)), ("echo.keep-alive", .toggle(echoKeepAlive)),
+            ("echo.idle-timeout", text(echoIdleTimeout)), ("echo.max-message-bytes", text(echoMaxMessageBytes)),
+            ("echo.message-timeout", text(echoMessageTimeout)),
+        ]
+    }
+
+    /// The command with no flags given.
     public init() {}
 
+    /// Validates the settings, then prints them (`--check-config`) or runs the server until it
+    /// stops; exits with the status of the README's table.
     public func run() throws {
         let settings: Settings
         do {
@@ -129,14 +96,7 @@ public struct PreforkdCommand: ParsableCommand {
             return
         }
         let logger = LogSetup.bootstrap(level: settings.logLevel, format: settings.logFormat)
-        let server = PreforkServer(logger: logger) {
-            // Reload: the file again, the same command line on top.
-            let reloaded = try self.loadSettings()
-            // The level applies to the new generation and the supervisor at once; the format
-            // stays what it was at start (the log sink is chosen once).
-            LogSetup.level = reloaded.logLevel
-            return reloaded.makeSetup()
-        }
+        let server = PreforkServer(logger: logger, loader: reloadSetup)
         let status: PreforkExitCode
         do {
             status = try server.run()
@@ -145,6 +105,14 @@ public struct PreforkdCommand: ParsableCommand {
             throw fatal(error.exitCode, error.description)
         }
         if status != .success { throw ExitCode(status.rawValue) }
+    }
+
+    /// The setup at start and on each reload: the file again, the same command line on top.
+    ///
+    /// It changes nothing in the running process: the log level travels in the setup, and the
+    /// engine applies it once the new generation takes over (a refused reload keeps the old one).
+    func reloadSetup() throws -> ServerSetup {
+        try loadSettings().makeSetup()
     }
 
     /// Defaults, then the config file, then the command line; validated.
@@ -158,73 +126,58 @@ public struct PreforkdCommand: ParsableCommand {
                 throw ConfigurationError(source: config, key: error.key, value: error.value, reason: error.reason)
             }
         }
-        try applyCommandLine(to: &settings)
+        // The text of each flag given, by key: what a message about its value quotes.
+        var given: [String: String] = [:]
+        for (key, input) in flagInputs {
+            let flag = FlagSetting.named(key)
+            let value: SettingValue
+            switch input {
+            case .texts(let texts) where !texts.isEmpty:
+                var values: [SettingValue] = []
+                for text in texts {
+                    do {
+                        values.append(try flag.parse(text))
+                    } catch {
+                        throw ConfigurationError(key: "--" + flag.flagName, value: text, reason: error.reason)
+                    }
+                }
+                value = flag.isRepeatable ? .array(values) : values.last!
+                given[key] = texts.joined(separator: " ")
+            case .toggle(let on?):
+                value = .boolean(on)
+                given[key] = "\(on)"
+            default:
+                continue
+            }
+            do {
+                try flag.apply(value, to: &settings)
+            } catch {
+                throw ConfigurationError(
+                    key: "--" + flag.flagName, value: error.value?.plainText ?? given[key]!, reason: error.reason)
+            }
+        }
         do {
             try settings.validate()
         } catch {
-            // Only a command-line value can be wrong now: name it as its flag.
-            let flag = "--" + error.key.replacingDots()
-            throw ConfigurationError(key: flag, value: error.value, reason: error.reason)
+            // Only a command-line value can be wrong now: name it as its flag (a handler's flag
+            // also reaches the listener tables; the message names the flag all the same).
+            var key = error.key
+            for name in settings.listeners.keys where key.hasPrefix("listeners.\(name).") {
+                key.removeFirst("listeners.\(name).".count)
+            }
+            guard let text = given[key] else { throw error }
+            let flag = FlagSetting.named(key)
+            // The text as typed ("0.0", not "0"), but the one address at fault of a list.
+            let repeatable = flag.isRepeatable
+            throw ConfigurationError(
+                key: "--" + flag.flagName, value: repeatable ? error.value : text, reason: error.reason)
         }
         return settings
-    }
-
-    private func applyCommandLine(to settings: inout Settings) throws(ConfigurationError) {
-        if !listen.isEmpty {
-            var addresses: [ListenAddress] = []
-            for text in listen {
-                do {
-                    addresses.append(try ListenAddress(parsing: text))
-                } catch {
-                    throw ConfigurationError(key: "--listen", value: text, reason: error.reason)
-                }
-            }
-            settings.server.listen = addresses
-        }
-        if let workers { settings.server.workers = workers }
-        if let initialBytes { settings.server.initialBytes = initialBytes }
-        if let initialTimeout { settings.server.initialTimeout = initialTimeout }
-        if let sendTimeout { settings.server.sendTimeout = sendTimeout }
-        if let gracefulTimeout { settings.server.gracefulTimeout = gracefulTimeout }
-        if let backlog { settings.server.backlog = backlog }
-        if let echoIdleTimeout { settings.echo.idleTimeout = echoIdleTimeout }
-        if let echoMaxMessageBytes { settings.echo.maxMessageBytes = echoMaxMessageBytes }
-        if let echoMessageTimeout { settings.echo.messageTimeout = echoMessageTimeout }
-        if let echoKeepAlive { settings.echo.keepAlive = echoKeepAlive }
-        if let fdStore { settings.server.fileDescriptorStore = fdStore }
-        if let unixMode {
-            guard let mode = UInt32(unixMode, radix: 8), mode <= 0o777 else {
-                throw ConfigurationError(
-                    key: "--unix-mode", value: unixMode, reason: "expected an octal mode such as 0660")
-            }
-            settings.server.unixMode = mode
-        }
-        if let handler { settings.handler = try choice("--handler", handler, Settings.HandlerName.self) }
-        if let logLevel { settings.logLevel = try choice("--log-level", logLevel, Logger.Level.self) }
-        if let logFormat { settings.logFormat = try choice("--log-format", logFormat, Settings.LogFormat.self) }
-    }
-
-    /// One of a fixed set of names, or an error listing them.
-    private func choice<T: RawRepresentable & CaseIterable>(
-        _ flag: String, _ text: String, _: T.Type
-    ) throws(ConfigurationError) -> T where T.RawValue == String {
-        guard let value = T(rawValue: text) else {
-            let names = T.allCases.map(\.rawValue).joined(separator: ", ")
-            throw ConfigurationError(key: flag, value: text, reason: "expected one of \(names)")
-        }
-        return value
     }
 
     private func fatal(_ code: PreforkExitCode, _ message: String) -> ExitCode {
         let line = "preforkd: \(message)\n"
         _ = line.withCString { write(2, $0, strlen($0)) }
         return ExitCode(code.rawValue)
-    }
-}
-
-extension String {
-    /// `echo.keep-alive` → `echo-keep-alive`.
-    fileprivate func replacingDots() -> String {
-        String(map { $0 == "." ? "-" : $0 })
     }
 }

@@ -3,106 +3,181 @@ import Prefork
 import PreforkHandlers
 
 /// Everything `preforkd` can be told, from defaults, the config file and the command line, in
-/// that order of precedence (the command line wins).
-public struct Settings: Equatable, Sendable {
-    /// The built-in handlers.
-    public enum HandlerName: String, Sendable, CaseIterable {
-        case echo
-    }
-
+/// that order of precedence (the command line wins, inside `[listeners.NAME]` tables too).
+package struct Settings: Equatable, Sendable {
     /// Where log lines go and how they look.
-    public enum LogFormat: String, Sendable, CaseIterable {
+    package enum LogFormat: String, Sendable, CaseIterable {
         /// Text when stderr is a terminal or a file; journald fields when stderr is journald's stream.
         case auto
         case text, json, journal
     }
 
     /// The engine's settings.
-    public var server = ServerConfiguration()
-    /// `handler`.
-    public var handler = HandlerName.echo
-    /// `[echo]`.
-    public var echo = EchoHandler.Configuration()
+    package var server = ServerConfiguration()
+    /// `handler`: a registered handler's name.
+    package var handler = HandlerRegistry.all[0].name
+    /// `[NAME]`: each registered handler's options, by handler name.
+    package var handlerOptions = Settings.defaultHandlerOptions
     /// `log-level`.
-    public var logLevel = Logger.Level.info
+    package var logLevel = Logger.Level.info
     /// `log-format`.
-    public var logFormat = LogFormat.auto
+    package var logFormat = LogFormat.auto
     /// `[listeners.NAME]`: a handler and its options for the listener called NAME (systemd's
     /// `FileDescriptorName=`, or the address as written in `listen`).
-    public var listeners: [String: ListenerSettings] = [:]
+    package var listeners: [String: ListenerSettings] = [:]
 
     /// What one named listener does differently.
-    public struct ListenerSettings: Equatable, Sendable {
+    package struct ListenerSettings: Equatable, Sendable {
         /// `handler`.
-        public var handler: HandlerName
-        /// `[listeners.NAME.echo]`.
-        public var echo: EchoHandler.Configuration
+        package var handler: String
+        /// `[listeners.NAME.HANDLER]`: options by handler name; they start as the top-level
+        /// `[HANDLER]` tables'.
+        package var handlerOptions: [String: HandlerOptions]
     }
 
     /// The defaults.
-    public init() {}
+    package init() {}
 
-    /// Checks every value; the error names the key.
-    public func validate() throws(ConfigurationError) {
-        try server.validate()
-        try echo.validate()
-        for (name, listener) in listeners {
-            do {
-                try listener.echo.validate()
-            } catch {
-                throw ConfigurationError(
-                    key: "listeners.\(name).\(error.key)", value: error.value, reason: error.reason)
+    /// Every registered handler's default options.
+    package static var defaultHandlerOptions: [String: HandlerOptions] {
+        Dictionary(uniqueKeysWithValues: HandlerRegistry.all.map { ($0.name, $0.defaults) })
+    }
+
+    /// The top-level settings, said once: the engine's, then preforkd's own. (Each handler's
+    /// options are in its own table, see ``HandlerRegistry``.)
+    package static let table: SettingsTable<Settings> = {
+        var settings = ServerConfiguration.settings.lifted(\Settings.server)
+        let handler = Setting<Settings>(
+            key: "handler", help: "Handler: \(HandlerRegistry.names.joined(separator: " | ")).",
+            flag: .value(name: "name"),
+            read: { value, settings throws(SettingError) in settings.handler = try handlerName(value) },
+            parseFlag: { .string($0) }, render: { .string($0.handler) })
+        // Listed after the workers, as in the README's table.
+        settings.insert(handler, at: min(2, settings.count))
+        settings += [
+            .choice(
+                "log-level", \.logLevel, help: "trace | debug | info | notice | warning | error | critical.",
+                valueName: "level"),
+            .choice(
+                "log-format", \.logFormat,
+                help: "auto | text | json | journal (auto: journal when stderr is journald's stream).",
+                valueName: "format"),
+        ]
+        return SettingsTable(settings)
+    }()
+
+    /// A registered handler's name, or why `value` is not one.
+    static func handlerName(_ value: SettingValue) throws(SettingError) -> String {
+        guard case .string(let name) = value else {
+            throw SettingError("expected a string, got \(value.kindDescription)")
+        }
+        guard HandlerRegistry.handler(named: name) != nil else {
+            throw SettingError("expected one of \(HandlerRegistry.names.joined(separator: ", "))")
+        }
+        return name
+    }
+
+    /// Checks every value; the error names the key (`workers`, `echo.idle-timeout`,
+    /// `listeners.admin.echo.idle-timeout`).
+    package func validate() throws(ConfigurationError) {
+        try Self.table.validate(self)
+        for registered in HandlerRegistry.all {
+            try registered.settings.validate(handlerOptions[registered.name]!, prefix: registered.name + ".")
+        }
+        for name in listeners.keys.sorted() {
+            for registered in HandlerRegistry.all {
+                try registered.settings.validate(
+                    listeners[name]!.handlerOptions[registered.name]!,
+                    prefix: "listeners.\(name).\(registered.name).")
             }
         }
     }
 
-    /// The engine setup these settings describe.
-    public func makeSetup() -> ServerSetup {
-        let fallback = Self.makeHandler(handler, echo: echo)
-        guard !listeners.isEmpty else { return ServerSetup(configuration: server, handler: fallback) }
-        let routes = listeners.mapValues { Self.makeHandler($0.handler, echo: $0.echo) }
-        return ServerSetup(configuration: server, handler: ListenerRouter(fallback: fallback, routes: routes))
+    /// The engine setup these settings describe; its log level is ``logLevel``.
+    package func makeSetup() -> ServerSetup {
+        func make(_ name: String, _ options: [String: HandlerOptions]) -> any ConnectionHandler {
+            HandlerRegistry.handler(named: name)!.makeHandler(options[name]!)
+        }
+        let fallback = make(handler, handlerOptions)
+        let routed: any ConnectionHandler =
+            listeners.isEmpty
+            ? fallback
+            : ListenerRouter(fallback: fallback, routes: listeners.mapValues { make($0.handler, $0.handlerOptions) })
+        return ServerSetup(configuration: server, handler: routed, logLevel: logLevel)
     }
 
-    private static func makeHandler(_ name: HandlerName, echo: EchoHandler.Configuration) -> any ConnectionHandler {
-        switch name {
-        case .echo: EchoHandler(configuration: echo)
+    // MARK: - the config file
+
+    /// Applies a config file's top-level table: keys of ``table``, a `[NAME]` table per
+    /// registered handler, and `[listeners.NAME]` tables. Throws for the first unknown key or
+    /// value of the wrong type (without the file's name: the caller adds it).
+    package mutating func read(file: [String: SettingValue]) throws(ConfigurationError) {
+        // Top-level keys first: a [listeners.NAME] table starts from the file's own defaults.
+        for key in file.keys.sorted() where key != "listeners" {
+            let value = file[key]!
+            if let registered = HandlerRegistry.handler(named: key) {
+                try Self.readOptions(of: registered, value, key: key, into: &handlerOptions)
+            } else {
+                try Self.table.read([key: value], into: &self)
+            }
+        }
+        guard let listenerTables = file["listeners"] else { return }
+        guard case .table(let tables) = listenerTables else {
+            throw ConfigurationError(
+                key: "listeners", value: listenerTables.toml, reason: "expected tables [listeners.NAME]")
+        }
+        for name in tables.keys.sorted() {
+            let prefix = "listeners.\(name)"
+            guard case .table(let entries) = tables[name]! else {
+                throw ConfigurationError(key: prefix, value: tables[name]!.toml, reason: "expected a table [\(prefix)]")
+            }
+            var listener =
+                listeners[name] ?? ListenerSettings(handler: handler, handlerOptions: handlerOptions)
+            for key in entries.keys.sorted() {
+                let value = entries[key]!
+                if key == "handler" {
+                    do {
+                        listener.handler = try Self.handlerName(value)
+                    } catch {
+                        throw ConfigurationError(key: prefix + ".handler", value: value.toml, reason: error.reason)
+                    }
+                } else if let registered = HandlerRegistry.handler(named: key) {
+                    try Self.readOptions(
+                        of: registered, value, key: prefix + "." + key, into: &listener.handlerOptions)
+                } else {
+                    throw ConfigurationError(key: prefix + "." + key, value: value.toml, reason: "unknown key")
+                }
+            }
+            listeners[name] = listener
         }
     }
 
-    /// The effective settings as a config file (what `--check-config` prints).
-    public func renderTOML() -> String {
-        func quoted(_ text: String) -> String { TextLogHandler.jsonString(text) }
-        var lines: [String] = []
-        lines.append("listen = [\(server.listen.map { quoted($0.description) }.joined(separator: ", "))]")
-        lines.append("workers = \(server.workers)")
-        lines.append("handler = \(quoted(handler.rawValue))")
-        lines.append("initial-bytes = \(server.initialBytes)")
-        lines.append("initial-timeout = \(server.initialTimeout)")
-        lines.append("send-timeout = \(server.sendTimeout)")
-        lines.append("graceful-timeout = \(server.gracefulTimeout)")
-        lines.append("backlog = \(server.backlog)")
-        lines.append("unix-mode = \(quoted("0" + String(server.unixMode, radix: 8)))")
-        lines.append("fd-store = \(server.fileDescriptorStore)")
-        lines.append("log-level = \(quoted(logLevel.rawValue))")
-        lines.append("log-format = \(quoted(logFormat.rawValue))")
-        lines.append("")
-        lines.append("[echo]")
-        lines.append("keep-alive = \(echo.keepAlive)")
-        lines.append("idle-timeout = \(echo.idleTimeout)")
-        lines.append("max-message-bytes = \(echo.maxMessageBytes)")
-        lines.append("message-timeout = \(echo.messageTimeout)")
+    private static func readOptions(
+        of registered: RegisteredHandler, _ value: SettingValue, key: String,
+        into options: inout [String: HandlerOptions]
+    ) throws(ConfigurationError) {
+        guard case .table(let table) = value else {
+            throw ConfigurationError(key: key, value: value.toml, reason: "expected a table [\(key)]")
+        }
+        try registered.settings.read(table, into: &options[registered.name]!, prefix: key + ".")
+    }
+
+    /// The effective settings as a config file (what `--check-config` prints); reading it back
+    /// gives these settings.
+    package func renderTOML() -> String {
+        var lines = Self.table.tomlLines(self)
+        for registered in HandlerRegistry.all {
+            lines += ["", "[\(SettingValue.tomlKey(registered.name))]"]
+            lines += registered.settings.tomlLines(handlerOptions[registered.name]!)
+        }
         for name in listeners.keys.sorted() {
             let listener = listeners[name]!
-            lines.append("")
-            lines.append("[listeners.\(quoted(name))]")
-            lines.append("handler = \(quoted(listener.handler.rawValue))")
-            lines.append("")
-            lines.append("[listeners.\(quoted(name)).echo]")
-            lines.append("keep-alive = \(listener.echo.keepAlive)")
-            lines.append("idle-timeout = \(listener.echo.idleTimeout)")
-            lines.append("max-message-bytes = \(listener.echo.maxMessageBytes)")
-            lines.append("message-timeout = \(listener.echo.messageTimeout)")
+            let table = "listeners.\(SettingValue.tomlKey(name))"
+            lines += ["", "[\(table)]", "handler = \(SettingValue.string(listener.handler).toml)"]
+            for registered in HandlerRegistry.all {
+                lines += ["", "[\(table).\(SettingValue.tomlKey(registered.name))]"]
+                lines += registered.settings.tomlLines(listener.handlerOptions[registered.name]!)
+            }
         }
         return lines.joined(separator: "\n") + "\n"
     }

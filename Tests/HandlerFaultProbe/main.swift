@@ -9,11 +9,12 @@ import Prefork
 struct FaultyHandler: ConnectionHandler {
     struct Requested: Error {}
 
-    mutating func handle(_ connection: Connection, initialData: UnsafeRawBufferPointer, context: WorkerContext) throws {
-        var message = Array(initialData)
+    mutating func handle(_ connection: Connection, initialData: Span<UInt8>, context: WorkerContext) throws {
+        var message: [UInt8] = []
+        for index in initialData.indices { message.append(initialData[index]) }
         var chunk = [UInt8](repeating: 0, count: 1024)
         while !message.suffix(5).elementsEqual("<EOF>".utf8) {
-            let n = try chunk.withUnsafeMutableBytes { try connection.read(into: $0) }
+            let n = try connection.read(into: &chunk)
             if n == 0 { return }
             message += chunk[..<n]
         }
@@ -23,7 +24,7 @@ struct FaultyHandler: ConnectionHandler {
         case "slow<EOF>": usleep(500_000)
         default: break
         }
-        try message.withUnsafeBytes { try connection.write($0) }
+        try connection.write(message)
         connection.shutdown()
     }
 }
@@ -33,9 +34,8 @@ var configuration = ServerConfiguration()
 do {
     configuration.listen = [try ListenAddress(parsing: CommandLine.arguments[1])]
     configuration.workers = Int(CommandLine.arguments[2]) ?? 2
-    let server = PreforkServer(configuration: configuration, handler: FaultyHandler(), logger: Logger(label: "probe"))
-    exit(try server.run().rawValue)
 } catch {
     print("HandlerFaultProbe: \(error)")
     exit(PreforkExitCode.configuration.rawValue)
 }
+PreforkServer(configuration: configuration, handler: FaultyHandler(), logger: Logger(label: "probe")).runAndExit()

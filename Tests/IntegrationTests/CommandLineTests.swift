@@ -4,8 +4,8 @@ import Testing
 
 /// Bad input of every kind: one clear line, a documented exit status, nothing bound or forked.
 @Suite struct CommandLineTests {
-    func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let daemon = try Daemon(arguments)
+    func run(_ arguments: [String], binary: String = Binaries.preforkd) throws -> (status: Int32, output: String) {
+        let daemon = try Daemon(arguments, binary: binary)
         defer { daemon.stop() }
         let status = try daemon.waitForExit(seconds: 10)
         return (status, daemon.log)
@@ -65,6 +65,49 @@ import Testing
         #expect(result.output.contains("keep-alive = true"))
     }
 
+    @Test func checkConfigOutputIsAcceptedBackUnchanged() throws {
+        let config = try TestConfigFile(
+            """
+            listen = ["127.0.0.1:0", "unix:/tmp/preforkd-check.sock"]
+            initial-timeout = 2.5
+            [echo]
+            idle-timeout = 0.25
+            [listeners.admin]
+            handler = "echo"
+            [listeners.admin.echo]
+            keep-alive = true
+            """)
+        defer { config.remove() }
+        let first = try run(["--config", config.path, "--check-config", "-w", "3", "--echo-max-message-bytes", "64"])
+        #expect(first.status == 0)
+        #expect(first.output.contains("[listeners.admin.echo]"))
+        let printed = try TestConfigFile(first.output)
+        defer { printed.remove() }
+        let second = try run(["--config", printed.path, "--check-config"])
+        #expect(second.status == 0)
+        #expect(second.output == first.output)
+    }
+
+    @Test func echoFlagsReachListenerTablesOfTheRunningDaemon() throws {
+        // The file turns keep-alive off for this listener; the command line turns it on everywhere.
+        let config = try TestConfigFile(
+            """
+            listen = "127.0.0.1:0"
+            [listeners."127.0.0.1:0".echo]
+            keep-alive = false
+            """)
+        defer { config.remove() }
+        let daemon = try Daemon(["--config", config.path, "--workers", "1", "--echo-keep-alive"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let client = try Client(port: try daemon.port())
+        defer { client.close() }
+        try client.send("one<EOF>")
+        #expect(try client.read(count: 8) == "one<EOF>")
+        try client.send("two<EOF>")
+        #expect(try client.read(count: 8) == "two<EOF>", "the connection is kept alive")
+    }
+
     @Test func versionAndHelp() throws {
         #expect(try run(["--version"]).output.hasPrefix("0."))
         let help = try run(["--help"])
@@ -80,5 +123,12 @@ import Testing
         defer { client.close() }
         try client.send("hello\n")
         #expect(try client.readToEnd() == "HELLO\n")
+    }
+
+    @Test func embeddedEngineExampleExitsWithTheConfigurationStatusOnABadAddress() throws {
+        let result = try run(["localhost:1"], binary: Binaries.uppercaseServer)
+        #expect(result.status == 78)
+        #expect(result.output.hasPrefix("UppercaseServer: invalid listen address 'localhost:1'"))
+        #expect(result.output.filter { $0 == "\n" }.count == 1)
     }
 }

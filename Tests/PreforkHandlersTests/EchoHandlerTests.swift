@@ -27,7 +27,7 @@ import Testing
         try handler.prepare(context)
         let connection = Connection(
             fileDescriptor: server, listener: Listener(adopting: -1, name: "test", origin: .bound))
-        try initial.withUnsafeBytes { try handler.handle(connection, initialData: $0, context: context) }
+        try handler.handle(connection, initialData: initial.span, context: context)
         close(server)
         var echoed: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
@@ -117,7 +117,7 @@ import Testing
         configuration.maxMessageBytes = 2
         #expect(throws: ConfigurationError.self) { try configuration.validate() }
         configuration = EchoHandler.Configuration()
-        configuration.idleTimeout = -1
+        configuration.idleTimeout = .seconds(-1)
         #expect { try configuration.validate() } throws: { "\($0)".contains("echo.idle-timeout") }
     }
 }

@@ -2,8 +2,9 @@ import Glibc
 
 /// The engine's settings: where to listen, how many workers, and the limits every connection gets.
 ///
-/// Each property is also a command-line flag and a config-file key of `preforkd`
-/// (named in its doc comment).
+/// A plain value: set its properties and hand it to ``PreforkServer``. Each property is also a
+/// command-line flag and a config-file key of `preforkd` (named in its doc comment);
+/// ``validate()`` checks each against the range preforkd accepts.
 public struct ServerConfiguration: Sendable, Equatable {
     /// `listen`: addresses to bind. Ignored when systemd passes sockets (socket activation).
     public var listen: [ListenAddress] = [.default]
@@ -11,18 +12,18 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var workers: Int = ServerConfiguration.onlineProcessors()
     /// `initial-bytes`: the most bytes taken by the initial read (the seed's `receiveSize`).
     public var initialBytes: Int = 1024
-    /// `initial-timeout`: seconds a new connection may take to send its first bytes. It is the
+    /// `initial-timeout`: how long a new connection may take to send its first bytes. It is the
     /// listener's receive timeout, which every read on an accepted connection inherits.
-    public var initialTimeout: Double = 10
-    /// `send-timeout`: seconds a write may block on a client that does not read.
-    public var sendTimeout: Double = 30
-    /// `graceful-timeout`: seconds the workers get to finish their connections on stop or reload,
-    /// before they are killed.
-    public var gracefulTimeout: Double = 30
-    /// `boot-timeout`: seconds a new worker may take from its fork to its first accept (the
+    public var initialTimeout: Duration = .seconds(10)
+    /// `send-timeout`: how long a write may block on a client that does not read.
+    public var sendTimeout: Duration = .seconds(30)
+    /// `graceful-timeout`: how long the workers get to finish their connections on stop or
+    /// reload, before they are killed.
+    public var gracefulTimeout: Duration = .seconds(30)
+    /// `boot-timeout`: how long a new worker may take from its fork to its first accept (the
     /// handler's `prepare` included). One that takes longer is killed as a boot failure; a
     /// reload whose new generation is not whole by then is rolled back.
-    public var bootTimeout: Double = 30
+    public var bootTimeout: Duration = .seconds(30)
     /// `backlog`: the accept queue of each bound listener (the kernel clamps it to somaxconn).
     public var backlog: Int = 4096
     /// `unix-mode`: permissions of the unix socket files preforkd creates.
@@ -41,38 +42,89 @@ public struct ServerConfiguration: Sendable, Equatable {
 
     /// Checks every value; throws for the first one out of range, naming its key.
     public func validate() throws(ConfigurationError) {
-        try Self.check("workers", workers, 1...Self.maximumWorkers)
-        try Self.check("initial-bytes", initialBytes, 1...(16 << 20))
-        try Self.check("backlog", backlog, 1...65535)
-        try Self.check("initial-timeout", initialTimeout, 0.001...86400)
-        try Self.check("send-timeout", sendTimeout, 0.001...86400)
-        try Self.check("graceful-timeout", gracefulTimeout, 0...86400)
-        try Self.check("boot-timeout", bootTimeout, 0.001...86400)
-        guard unixMode <= 0o777 else {
-            throw ConfigurationError(
-                key: "unix-mode", value: String(unixMode, radix: 8), reason: "must be an octal mode from 0 to 777")
-        }
-        guard !listen.isEmpty else {
-            throw ConfigurationError(key: "listen", value: "[]", reason: "needs at least one address")
-        }
-        var seen = Set<ListenAddress>()
-        for address in listen where !seen.insert(address).inserted {
-            throw ConfigurationError(key: "listen", value: address.description, reason: "is listed twice")
-        }
+        try Self.settings.validate(self)
     }
 
     /// Processors online (`sysconf(_SC_NPROCESSORS_ONLN)`), at least 1.
     public static func onlineProcessors() -> Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 
-    private static func check<Value: Comparable>(
-        _ key: String, _ value: Value, _ range: ClosedRange<Value>
-    ) throws(ConfigurationError) {
-        guard range.contains(value) else {
-            throw ConfigurationError(
-                key: key, value: "\(value)",
-                reason: "must be between \(range.lowerBound) and \(range.upperBound)")
-        }
-    }
+    /// Every setting of the engine, said once: key, flag, help, default, range and rendering.
+    /// `preforkd` builds its flags, its config-file keys, `--check-config` and `--help` from it.
+    /// A new engine setting is a stored property above and one entry here; its flag is one
+    /// `@Option` line in `PreforkdCommand` with its `flagInputs` entry (the tests fail until
+    /// every property has an entry and every entry a working flag).
+    package static let settings = SettingsTable<ServerConfiguration>([
+        Setting(
+            key: "listen",
+            help:
+                "Listen on ADDR: 127.0.0.1:11000, [::1]:11000, *:11000 or unix:/path (repeatable; port 0 = ephemeral).",
+            flag: .value(name: "addr", short: "l", repeatable: true),
+            read: { value, configuration throws(SettingError) in
+                let texts: [SettingValue]
+                switch value {
+                case .string: texts = [value]
+                case .array(let values): texts = values
+                default: throw SettingError("expected an address or a list of addresses, got \(value.kindDescription)")
+                }
+                var addresses: [ListenAddress] = []
+                for text in texts {
+                    guard case .string(let string) = text else {
+                        throw SettingError("expected a string, got \(text.kindDescription)", value: text)
+                    }
+                    do throws(ListenAddressError) {
+                        addresses.append(try ListenAddress(parsing: string))
+                    } catch {
+                        throw SettingError(error.reason, value: text)
+                    }
+                }
+                configuration.listen = addresses
+            },
+            parseFlag: { .string($0) },
+            render: { .array($0.listen.map { .string($0.description) }) },
+            check: { configuration throws(SettingError) in
+                guard !configuration.listen.isEmpty else { throw SettingError("needs at least one address") }
+                var seen = Set<ListenAddress>()
+                for address in configuration.listen where !seen.insert(address).inserted {
+                    throw SettingError("is listed twice", value: .string(address.description))
+                }
+            }),
+        .integer(
+            "workers", \.workers, in: 1...maximumWorkers, help: "Worker processes.", short: "w",
+            defaultDescription: "number of CPUs"),
+        .integer("initial-bytes", \.initialBytes, in: 1...(16 << 20), help: "Most bytes taken by the initial read."),
+        .seconds(
+            "initial-timeout", \.initialTimeout, in: .milliseconds(1)...(.seconds(86400)),
+            help: "Seconds a new connection may take to send its first bytes; also bounds each later read."),
+        .seconds(
+            "send-timeout", \.sendTimeout, in: .milliseconds(1)...(.seconds(86400)),
+            help: "Seconds a write may block on a client that does not read."),
+        .seconds(
+            "graceful-timeout", \.gracefulTimeout, in: .zero...(.seconds(86400)),
+            help: "Seconds to drain on SIGTERM or reload before SIGKILL."),
+        .seconds(
+            "boot-timeout", \.bootTimeout, in: .milliseconds(1)...(.seconds(86400)),
+            help: "Seconds a new worker may take to start accepting; a reload that takes longer is rolled back."),
+        .integer(
+            "backlog", \.backlog, in: 1...65535,
+            help: "Accept queue length of bound listeners (clamped by the kernel)."),
+        Setting(
+            key: "unix-mode", help: "Octal permissions of unix socket files.", flag: .value(name: "mode"),
+            read: { value, configuration throws(SettingError) in
+                guard case .string(let text) = value, let mode = UInt32(text, radix: 8), mode <= 0o777 else {
+                    throw SettingError("expected an octal mode such as \"0660\"")
+                }
+                configuration.unixMode = mode
+            },
+            parseFlag: { .string($0) },
+            render: { .string("0" + String($0.unixMode, radix: 8)) },
+            check: { configuration throws(SettingError) in
+                guard configuration.unixMode <= 0o777 else { throw SettingError("must be an octal mode from 0 to 777") }
+            }),
+        .boolean(
+            "fd-store", \.fileDescriptorStore,
+            help: "Hand self-bound listeners to systemd's fd store so a restart keeps them.",
+            defaultDescription: "on when $FDSTORE is set"),
+    ])
 }
 
 /// An invalid setting: which key, the value given, and why it is refused.
@@ -94,6 +146,7 @@ public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConver
         self.reason = reason
     }
 
+    /// `source: key = value: reason`, on one line.
     public var description: String {
         let prefix = source.isEmpty ? "" : "\(source): "
         return "\(prefix)\(key) = \(value): \(reason)"

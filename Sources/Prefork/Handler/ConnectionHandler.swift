@@ -8,10 +8,11 @@ import Logging
 /// that one worker dies and the supervisor replaces it — its neighbours never notice.
 ///
 /// ```swift
-/// struct Uppercase: ConnectionHandler {
-///     mutating func handle(_ connection: Connection, initialData: UnsafeRawBufferPointer,
-///                          context: WorkerContext) throws {
-///         try connection.write(UnsafeRawBufferPointer(initialData.map { ... }))
+/// struct Reverse: ConnectionHandler {
+///     mutating func handle(_ connection: Connection, initialData: Span<UInt8>, context: WorkerContext) throws {
+///         var reply: [UInt8] = []
+///         for index in initialData.indices.reversed() { reply.append(initialData[index]) }
+///         try connection.write(reply)
 ///     }
 /// }
 /// ```
@@ -25,10 +26,10 @@ public protocol ConnectionHandler {
     /// - Parameters:
     ///   - connection: the accepted socket; the worker closes it when this returns or throws.
     ///   - initialData: the first bytes the client sent — between 1 and `initial-bytes` of them,
-    ///     from one read (the `EndAccept(out buffer, out bytesTransferred)` pair). Valid only
-    ///     during this call.
+    ///     from one read (the `EndAccept(out buffer, out bytesTransferred)` pair), in the
+    ///     worker's buffer; a span cannot outlive this call (copy what must be kept).
     ///   - context: the worker's logger and identity, and whether it is asked to stop.
-    mutating func handle(_ connection: Connection, initialData: UnsafeRawBufferPointer, context: WorkerContext) throws
+    mutating func handle(_ connection: Connection, initialData: Span<UInt8>, context: WorkerContext) throws
 }
 
 extension ConnectionHandler {

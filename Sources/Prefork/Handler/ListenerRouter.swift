@@ -11,14 +11,14 @@ public struct ListenerRouter: ConnectionHandler {
         self.routes = routes
     }
 
+    /// Prepares every handler it routes to.
     public mutating func prepare(_ context: WorkerContext) throws {
         try fallback.prepare(context)
         for name in routes.keys { try routes[name]!.prepare(context) }
     }
 
-    public mutating func handle(_ connection: Connection, initialData: UnsafeRawBufferPointer, context: WorkerContext)
-        throws
-    {
+    /// Hands the connection to the handler of its listener, or to the fallback.
+    public mutating func handle(_ connection: Connection, initialData: Span<UInt8>, context: WorkerContext) throws {
         if routes[connection.listener.name] != nil {
             try routes[connection.listener.name]!.handle(connection, initialData: initialData, context: context)
         } else {

@@ -22,7 +22,7 @@ public final class Listener: Sendable, Equatable {
     }
 
     /// The listening socket.
-    public let fileDescriptor: Int32
+    let fileDescriptor: Int32
     /// The address it actually listens on (port 0 resolved), e.g. `127.0.0.1:41234`.
     public let address: String
     /// The configured address it was bound from; nil for an activated socket.
@@ -33,7 +33,7 @@ public final class Listener: Sendable, Equatable {
     public let origin: Origin
 
     /// Wraps an already listening socket (activated or stored).
-    public init(adopting fileDescriptor: Int32, name: String, origin: Origin, configured: ListenAddress? = nil) {
+    init(adopting fileDescriptor: Int32, name: String, origin: Origin, configured: ListenAddress? = nil) {
         self.fileDescriptor = fileDescriptor
         self.address = Self.localAddress(of: FileDescriptor(rawValue: fileDescriptor))
         self.configured = configured
@@ -66,7 +66,7 @@ public final class Listener: Sendable, Equatable {
     ///     replaced; a live one, or a path that is not a socket, is refused.
     /// - Throws: ``SystemCallError`` naming the step that failed (`socket`, `setsockopt …`,
     ///   `bind`, `chmod`, `listen`) and the address; nothing is left open.
-    public static func bind(
+    static func bind(
         _ address: ListenAddress, backlog: Int32, unixMode: mode_t = 0o660
     ) throws(SystemCallError) -> Listener {
         let text = address.description
@@ -99,15 +99,20 @@ public final class Listener: Sendable, Equatable {
 
     /// Sets the receive and send timeouts on the listening socket. Accepted sockets inherit them,
     /// so a worker bounds every blocking read and write without a syscall per connection.
-    public func setTimeouts(receive: Double, send: Double) throws(SystemCallError) {
+    func setTimeouts(receive: Double, send: Double) throws(SystemCallError) {
         let socket = FileDescriptor(rawValue: fileDescriptor)
         try socket.setTimeoutOption(SO_RCVTIMEO, seconds: receive).get("setsockopt SO_RCVTIMEO", address)
         try socket.setTimeoutOption(SO_SNDTIMEO, seconds: send).get("setsockopt SO_SNDTIMEO", address)
     }
 
+    /// Sets the receive and send timeouts on the listening socket (see ``setTimeouts(receive:send:)``).
+    func setTimeouts(receive: Duration, send: Duration) throws(SystemCallError) {
+        try setTimeouts(receive: receive.inSeconds, send: send.inSeconds)
+    }
+
     /// Closes the socket and, when asked, removes the unix socket file preforkd created. Never
     /// call it on an activated socket: systemd owns those.
-    public func close(unlinkingSocketFile: Bool = true) {
+    func close(unlinkingSocketFile: Bool = true) {
         // close(2) is not retried on EINTR: on Linux the descriptor is released either way.
         try? FileDescriptor(rawValue: fileDescriptor).close()
         if unlinkingSocketFile, origin == .bound, case .unix(let path)? = configured {

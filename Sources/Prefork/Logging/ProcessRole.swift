@@ -9,7 +9,7 @@ public enum ProcessRole: Sendable, Equatable, CustomStringConvertible {
 
     /// The role of the running process. Set once after fork, before any log line; the supervisor
     /// is single-threaded and a worker has one thread, so no lock is needed.
-    public static var current: ProcessRole {
+    public internal(set) static var current: ProcessRole {
         get { _current }
         set {
             _current = newValue

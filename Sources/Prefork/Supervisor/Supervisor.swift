@@ -13,7 +13,7 @@ import Systemd
 final class Supervisor {
     private var setup: ServerSetup
     private let loader: PreforkServer.Loader
-    private let logger: Logger
+    private var logger: Logger
     private var listeners: ListenerBook
     private var policy: PoolPolicy
     private let scoreboard: Scoreboard
@@ -121,7 +121,10 @@ final class Supervisor {
         case .terminate(let pid): kill(pid, SIGTERM)
         case .kill(let pid): kill(pid, SIGKILL)
         case .prepareReload: prepareReload()
-        case .commitReload: listeners.commit(setup.configuration, reporter: &reporter)
+        case .commitReload:
+            listeners.commit(setup.configuration, reporter: &reporter)
+            // The new level, like every other setting, is in force once its generation is.
+            if let level = setup.logLevel { logger.logLevel = level }
         case .rollBackReload:
             if let previous = listeners.rollBack(reporter: &reporter) { setup = previous }
         case .notifyReloading: reporter.reloading()

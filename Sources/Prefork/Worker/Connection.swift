@@ -8,7 +8,8 @@ import SystemPackage
 /// (`SO_RCVTIMEO` = `initial-timeout`, `SO_SNDTIMEO` = `send-timeout`) unless the handler sets others.
 public struct Connection {
     /// The connected socket.
-    public let fileDescriptor: Int32
+    @usableFromInline
+    package let fileDescriptor: Int32
     /// The listener it arrived on.
     public let listener: Listener
     /// The client's address as `accept4` returned it, in the worker's buffer for it; nil when the
@@ -41,16 +42,35 @@ public struct Connection {
         return SocketAddress.describe(peerAddress, length: peerAddressLength)
     }
 
-    /// Reads at most `buffer.count` bytes; returns 0 when the peer has closed its side.
+    /// Reads at most `buffer.count` bytes into the start of `buffer`; returns how many, and 0
+    /// when the peer has closed its side.
     ///
     /// A graceful stop does not interrupt it: the current connection is finished. Pass
     /// `interruptible: true` while waiting for a *new* request (keep-alive) to get
     /// ``ConnectionError/stopRequested`` as soon as the worker is asked to stop.
+    public func read(into buffer: inout [UInt8], interruptible: Bool = false) throws(ConnectionError) -> Int {
+        let result = buffer.withUnsafeMutableBytes { bytes in
+            Result { () throws(ConnectionError) in try read(into: bytes, interruptible: interruptible) }
+        }
+        return try result.get()
+    }
+
+    /// Writes all of `bytes` (retrying short writes); never raises SIGPIPE.
+    public func write(_ bytes: [UInt8]) throws(ConnectionError) {
+        try bytes.withUnsafeBytes { bytes in Result { () throws(ConnectionError) in try write(bytes) } }.get()
+    }
+
+    /// Writes all of `bytes` (retrying short writes); never raises SIGPIPE.
+    public func write(_ bytes: Span<UInt8>) throws(ConnectionError) {
+        try bytes.withUnsafeBytes { bytes in Result { () throws(ConnectionError) in try write(bytes) } }.get()
+    }
+
+    /// The read above, into raw memory, for the built-in handlers.
     // Inlinable: a handler in another module calls it once or more per message, and the call
     // would cost as much as the loop around the system call.
     @inlinable
-    public func read(into buffer: UnsafeMutableRawBufferPointer, interruptible: Bool = false) throws(ConnectionError)
-        -> Int
+    package func read(into buffer: UnsafeMutableRawBufferPointer, interruptible: Bool = false)
+        throws(ConnectionError) -> Int
     {
         while true {
             let n = Glibc.read(fileDescriptor, buffer.baseAddress, buffer.count)
@@ -65,9 +85,9 @@ public struct Connection {
         }
     }
 
-    /// Writes all of `bytes` (retrying short writes); never raises SIGPIPE.
+    /// The write above, from raw memory, for the built-in handlers.
     @inlinable
-    public func write(_ bytes: UnsafeRawBufferPointer) throws(ConnectionError) {
+    package func write(_ bytes: UnsafeRawBufferPointer) throws(ConnectionError) {
         var offset = 0
         while offset < bytes.count {
             let n = send(fileDescriptor, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
@@ -90,10 +110,14 @@ public struct Connection {
         _ = Glibc.shutdown(fileDescriptor, Int32(SHUT_RDWR))
     }
 
-    /// Changes the receive timeout of this connection (`SO_RCVTIMEO`); 0 waits forever.
-    public func setReceiveTimeout(seconds: Double) throws(ConnectionError) {
-        let whole = seconds.rounded(.down)
-        var value = timeval(tv_sec: Int(whole), tv_usec: Int((seconds - whole) * 1_000_000))
+    /// Changes how long each later read may wait for data (`SO_RCVTIMEO`) before it throws
+    /// ``ConnectionError/timedOut``; `.zero` waits forever.
+    public func setReceiveTimeout(_ timeout: Duration) throws(ConnectionError) {
+        let (seconds, attoseconds) = max(timeout, .zero).components
+        // A positive timeout under a microsecond becomes one microsecond: a zero timeval would
+        // mean waiting forever.
+        let microseconds = max(timeout > .zero && seconds == 0 ? 1 : 0, Int(attoseconds / 1_000_000_000_000))
+        var value = timeval(tv_sec: Int(seconds), tv_usec: microseconds)
         guard setsockopt(fileDescriptor, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size)) == 0
         else { throw .failed(SystemCallError.current("setsockopt SO_RCVTIMEO")) }
     }
@@ -128,6 +152,7 @@ public enum ConnectionError: Error, Equatable, CustomStringConvertible {
         }
     }
 
+    /// What went wrong, on one line.
     public var description: String {
         switch self {
         case .timedOut: "timed out"

@@ -101,10 +101,12 @@ struct ServeLoop {
             fileDescriptor: fd, listener: listeners[listenerIndex],
             peerAddress: UnsafePointer(peer.storage), peerAddressLength: peer.length.pointee)
         do {
-            // 1 ≤ count ≤ buffer.count, from the read above.
-            try handler.handle(
-                connection, initialData: UnsafeRawBufferPointer(start: buffer.baseAddress, count: count),
-                context: context)
+            // 1 ≤ count ≤ buffer.count, from the read above. The span only borrows the worker's
+            // buffer: the handler cannot keep it past this call.
+            let initialData = Span<UInt8>(
+                _unsafeElements: UnsafeBufferPointer(
+                    start: buffer.baseAddress!.bindMemory(to: UInt8.self, capacity: count), count: count))
+            try handler.handle(connection, initialData: initialData, context: context)
         } catch {
             let peer = connection.peer
             context.logger.warning(

@@ -37,6 +37,8 @@ enum WorkerProcess {
         _ = pf_set_process_name("preforkd w\(number)")
         pf_slot_store_pid(launch.slot, getpid())
         var logger = launch.logger
+        // A worker of a reload's generation logs at that generation's level from the start.
+        if let level = launch.setup.logLevel { logger.logLevel = level }
         logger[metadataKey: "worker.pid"] = "\(getpid())"
         logger[metadataKey: "worker.generation"] = "\(launch.generation)"
         let context = WorkerContext(workerNumber: number, generation: launch.generation, logger: logger)
