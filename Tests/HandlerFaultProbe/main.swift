@@ -1,13 +1,22 @@
 // A server embedding the engine with a handler that misbehaves on request, for the integration
 // tests of fault isolation: "throw<EOF>" makes the handler throw, "crash<EOF>" makes it trap,
-// "slow<EOF>" answers after half a second, anything else is echoed.
-// Usage: HandlerFaultProbe ADDRESS WORKERS
+// "slow<EOF>" answers after half a second, anything else is echoed. With a third argument, a
+// worker's set-up hangs while that file exists (a reload whose generation cannot start), and new
+// workers must start within two seconds.
+// Usage: HandlerFaultProbe ADDRESS WORKERS [HANG_FILE]
 import Glibc
 import Logging
 import Prefork
 
 struct FaultyHandler: ConnectionHandler {
     struct Requested: Error {}
+
+    /// While this file exists, `prepare` does not return.
+    let hangFile: String?
+
+    mutating func prepare(_ context: WorkerContext) throws {
+        while let hangFile, access(hangFile, F_OK) == 0 { usleep(10_000) }
+    }
 
     mutating func handle(_ connection: Connection, initialData: Span<UInt8>, context: WorkerContext) throws {
         var message: [UInt8] = []
@@ -34,8 +43,11 @@ var configuration = ServerConfiguration()
 do {
     configuration.listen = [try ListenAddress(parsing: CommandLine.arguments[1])]
     configuration.workers = Int(CommandLine.arguments[2]) ?? 2
+    if CommandLine.arguments.count > 3 { configuration.bootTimeout = .seconds(2) }
 } catch {
     print("HandlerFaultProbe: \(error)")
     exit(PreforkExitCode.configuration.rawValue)
 }
-PreforkServer(configuration: configuration, handler: FaultyHandler(), logger: Logger(label: "probe")).runAndExit()
+let hangFile = CommandLine.arguments.count > 3 ? CommandLine.arguments[3] : nil
+PreforkServer(configuration: configuration, handler: FaultyHandler(hangFile: hangFile), logger: Logger(label: "probe"))
+    .runAndExit()

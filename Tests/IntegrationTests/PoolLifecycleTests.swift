@@ -60,6 +60,37 @@ import Testing
         try daemon.waitForLog("still busy 1 s after it was told to stop; killing it")
     }
 
+    @Test func aReloadWhoseWorkersHangWhileStartingIsRolledBackAtTheBootTimeout() throws {
+        let hang = NSTemporaryDirectory() + "preforkd-hang-\(UInt32.random(in: 0...UInt32.max))"
+        defer { unlink(hang) }
+        let daemon = try Daemon(["127.0.0.1:0", "2", hang], binary: HandlerFaultTests.probe)
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let serving = daemon.workerPIDs()
+        #expect(FileManager.default.createFile(atPath: hang, contents: nil))
+        daemon.signal(SIGHUP)
+        try daemon.notify.waitFor("RELOADING=1", from: daemon.pid)
+        // The new generation never gets past its set-up: after the boot timeout (2 s) it is
+        // abandoned, systemd hears READY=1 again, and a later HUP is not stuck behind it.
+        try waitUntil("READY=1 after the rollback", seconds: 10) {
+            daemon.notify.poll(seconds: 0.05)
+            return daemon.notify.received.contains {
+                $0.pid == daemon.pid && $0.text.contains("READY=1")
+                    && $0.text.contains("STATUS=Reload failed (did not start within 2 s)")
+            }
+        }
+        #expect(daemon.workerPIDs() == serving || Set(serving).isSubset(of: Set(daemon.workerPIDs())))
+        #expect(try Client.exchange(port: port, "old generation<EOF>") == "old generation<EOF>")
+        unlink(hang)
+        daemon.signal(SIGHUP)
+        try waitUntil("READY=1 after a reload that starts", seconds: 10) {
+            daemon.notify.poll(seconds: 0.05)
+            return daemon.notify.count(of: "READY=1", from: daemon.pid) == 3
+        }
+        try waitUntil("the new generation alone") { Set(daemon.workerPIDs()).isDisjoint(with: serving) }
+    }
+
     @Test func startedWithChildAndStopSignalsIgnoredItStillReapsRespawnsAndStops() throws {
         // A parent (nohup, a shell's trap) may leave signals ignored across exec. Ignored
         // SIGCHLD makes the kernel reap workers itself; ignored SIGTERM is never seen.
