@@ -91,6 +91,23 @@ import Testing
         try waitUntil("the new generation alone") { Set(daemon.workerPIDs()).isDisjoint(with: serving) }
     }
 
+    @Test func aWorkerHeldPastTheHandlerTimeoutIsKilledNamingItsClientAndReplaced() throws {
+        let (daemon, held, port) = try startWithClientMidMessage(
+            ["--listen", "127.0.0.1:0", "--workers", "1", "--handler-timeout", "3"], sent: "never ends")
+        defer { daemon.stop() }
+        defer { held.close() }
+        let worker = daemon.workerPIDs()
+        let clientAddress = try SocketAddressText.local(of: held.fd)
+        try waitUntil("the held worker to be killed", seconds: 10) {
+            try? held.send(".")  // a trickle keeps the handler's own read timeout from ending it
+            return !ProcessTable.isAlive(worker[0])
+        }
+        try daemon.waitForLog("Worker 1 killed: handling a connection for 3")
+        try daemon.waitForLog("past handler-timeout (3 s allowed); peer \(clientAddress)")
+        #expect(try Client.exchange(port: port, "next client<EOF>") == "next client<EOF>")
+        #expect(!daemon.log.contains("failed to boot"))
+    }
+
     @Test func startedWithChildAndStopSignalsIgnoredItStillReapsRespawnsAndStops() throws {
         // A parent (nohup, a shell's trap) may leave signals ignored across exec. Ignored
         // SIGCHLD makes the kernel reap workers itself; ignored SIGTERM is never seen.
@@ -370,5 +387,21 @@ import Testing
         }
         #expect(kinds.joined() == "R" + String(repeating: "LR", count: 6))
         try daemon.waitForLog("reads notifications again")
+    }
+}
+
+/// The local address of a connected socket as preforkd prints peers ("127.0.0.1:5555").
+enum SocketAddressText {
+    static func local(of fd: Int32) throws -> String {
+        var address = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let rc = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        var text = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
+        inet_ntop(AF_INET, &address.sin_addr, &text, socklen_t(text.count))
+        let host = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return "\(host):\(UInt16(bigEndian: address.sin_port))"
     }
 }

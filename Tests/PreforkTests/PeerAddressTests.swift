@@ -111,13 +111,16 @@ import Testing
         try listener.setTimeouts(receive: 5, send: 5)  // a failing accept must not hang the suite
         let client = connectClient(to: listener)
         defer { close(client.fd) }
-        let peer = PeerAddressBuffer.allocate()
+        // accept4 writes the address straight into the worker's scoreboard slot.
+        let board = try Scoreboard(capacity: 1)
+        let peer = PeerAddressBuffer.inSlot(board.slot(0))
         let fd = try acceptConnection(on: listener.fileDescriptor, peer: peer)
         defer { close(fd) }
         let connection = Connection(
             fileDescriptor: fd, listener: listener,
             peerAddress: UnsafePointer(peer.storage), peerAddressLength: peer.length.pointee)
         #expect(connection.peer == client.address)
+        #expect(board.peer(0) == client.address, "the supervisor reads the same address")
         #expect(try connection.peer == SocketAddress.peer(of: FileDescriptor(rawValue: fd)).get().description)
     }
 
@@ -130,7 +133,8 @@ import Testing
         var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
         setsockopt(client.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
         close(client.fd)
-        let peer = PeerAddressBuffer.allocate()
+        let board = try Scoreboard(capacity: 1)
+        let peer = PeerAddressBuffer.inSlot(board.slot(0))
         let fd = try acceptConnection(on: listener.fileDescriptor, peer: peer)
         defer { close(fd) }
         var byte: UInt8 = 0

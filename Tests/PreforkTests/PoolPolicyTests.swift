@@ -357,4 +357,58 @@ import Testing
         pool.send(.command(.stop))
         #expect(!pool.policy.isHealthy)
     }
+
+    @Test func aWorkerPastTheHandlerTimeoutIsKilledAndReplacedWithoutBackOff() {
+        var pool = Pool(workers: 2)
+        pool.policy = PoolPolicy(
+            limits: PoolPolicy.Limits(
+                workers: 2, gracefulTimeoutNs: 30_000_000_000, bootTimeoutNs: 30_000_000_000,
+                initialTimeoutNs: 10_000_000_000, handlerTimeoutNs: 5_000_000_000))
+        pool.send(.tick)
+        _ = pool.bootAll()
+        let (busy, idle) = (pool.pids(generation: 1)[0], pool.pids(generation: 1)[1])
+        let since = pool.now
+        pool.now += 4_900_000_000
+        let samples = [
+            PoolPolicy.Progress(pid: busy, stage: .handling, since: since),
+            PoolPolicy.Progress(pid: idle, stage: .accepting, since: since),
+        ]
+        #expect(pool.send(.progress(samples)).isEmpty)
+        pool.now += 200_000_000
+        let kill = pool.send(.progress(samples))
+        // Killed, and replaced at once: it no longer counts as serving.
+        #expect(
+            kill == [
+                .killOverdue(pid: busy, stage: .handling, elapsedNs: 5_100_000_000, limitNs: 5_000_000_000),
+                .fork(generation: 1),
+            ])
+        #expect(pool.send(.progress(samples)).isEmpty, "once")
+        let exit = pool.send(.exited(pid: busy, status: .killed(signal: 9, coreDumped: false), errno: 0))
+        #expect(exit == [.log(.debug, "Worker 1 exited (killed by SIGKILL)", worker: busy)], "no back-off, no crash")
+        #expect(pool.policy.consecutiveBootFailures == 0)
+    }
+
+    @Test func theInitialReadIsKilledOnlyAGraceBeyondTheWorkersOwnTimeoutAndHandlersNeverWithoutALimit() {
+        var pool = Pool(workers: 2)
+        pool.policy = PoolPolicy(
+            limits: PoolPolicy.Limits(
+                workers: 2, gracefulTimeoutNs: 30_000_000_000, bootTimeoutNs: 30_000_000_000,
+                initialTimeoutNs: 2_000_000_000, handlerTimeoutNs: 0))
+        pool.send(.tick)
+        _ = pool.bootAll()
+        let (reading, handling) = (pool.pids(generation: 1)[0], pool.pids(generation: 1)[1])
+        let since = pool.now
+        pool.now += 2_900_000_000
+        let samples = [
+            PoolPolicy.Progress(pid: reading, stage: .reading, since: since),
+            PoolPolicy.Progress(pid: handling, stage: .handling, since: since),
+        ]
+        #expect(pool.send(.progress(samples)).isEmpty)
+        pool.now += 3_600_000_000_000
+        #expect(
+            pool.send(.progress(samples)) == [
+                .killOverdue(pid: reading, stage: .reading, elapsedNs: 3_602_900_000_000, limitNs: 3_000_000_000),
+                .fork(generation: 1),
+            ])
+    }
 }

@@ -95,7 +95,11 @@ typedef struct pf_slot {
     uint64_t connections;
     /// The errno a worker that gave up booting recorded (0: none), for the supervisor's ERRNO=.
     int32_t boot_errno;
-    uint32_t padding;
+    /// The length accept4 returned with `peer`.
+    uint32_t peer_length;
+    /// The client of the worker's current connection: accept4 writes it here itself, so the
+    /// supervisor can name the peer of a worker it kills without the worker copying anything.
+    struct sockaddr_storage peer;
 } pf_slot;
 
 void pf_slot_store_stage(pf_slot *slot, uint32_t stage, uint64_t now_ns);

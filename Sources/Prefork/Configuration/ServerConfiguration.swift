@@ -24,6 +24,10 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// handler's `prepare` included). One that takes longer is killed as a boot failure; a
     /// reload whose new generation is not whole by then is rolled back.
     public var bootTimeout: Duration = .seconds(30)
+    /// `handler-timeout`: how long a handler may take over one connection before the supervisor
+    /// kills its worker (and replaces it); zero, the default, sets no limit — right for
+    /// long-lived protocols.
+    public var handlerTimeout: Duration = .zero
     /// `backlog`: the accept queue of each bound listener (the kernel clamps it to somaxconn).
     public var backlog: Int = 4096
     /// `unix-mode`: permissions of the unix socket files preforkd creates.
@@ -104,6 +108,9 @@ public struct ServerConfiguration: Sendable, Equatable {
         .seconds(
             "boot-timeout", \.bootTimeout, in: .milliseconds(1)...(.seconds(86400)),
             help: "Seconds a new worker may take to start accepting; a reload that takes longer is rolled back."),
+        .seconds(
+            "handler-timeout", \.handlerTimeout, in: .zero...(.seconds(86400)),
+            help: "Seconds a handler may take over one connection before its worker is killed; 0 for no limit."),
         .integer(
             "backlog", \.backlog, in: 1...65535,
             help: "Accept queue length of bound listeners (clamped by the kernel)."),

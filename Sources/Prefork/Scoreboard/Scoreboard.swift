@@ -73,6 +73,20 @@ struct Scoreboard {
         return pf_slot_load_pid(slot) == pid && stage(index) >= .accepting
     }
 
+    /// The stage of the worker `pid` in `index` and when it entered it; `.free` when the slot is
+    /// not (or no longer) that worker's.
+    func stage(_ index: Int, pid: Int32) -> (stage: Stage, since: UInt64) {
+        let slot = self.slot(index)
+        guard pf_slot_load_pid(slot) == pid else { return (.free, 0) }
+        return (stage(index), pf_slot_load_stage_since(slot))
+    }
+
+    /// The client of the worker in `index`'s current connection, as accept4 recorded it.
+    func peer(_ index: Int) -> String {
+        let buffer = PeerAddressBuffer.inSlot(slot(index))
+        return SocketAddress.describe(buffer.storage, length: buffer.length.pointee)
+    }
+
     /// The errno a worker recorded when it gave up booting (0: none).
     func bootErrno(_ index: Int) -> Int32 { pf_slot_load_boot_errno(slot(index)) }
 

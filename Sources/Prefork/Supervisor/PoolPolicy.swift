@@ -18,7 +18,24 @@ struct PoolPolicy {
         var gracefulTimeoutNs: UInt64
         /// How long a new worker may take from fork to its first accept.
         var bootTimeoutNs: UInt64
+        /// How long a connection may take to send its first bytes (the worker's own timeout; the
+        /// supervisor kills a worker still reading a second past it).
+        var initialTimeoutNs: UInt64 = 0
+        /// How long a handler may run on one connection; 0 for no limit.
+        var handlerTimeoutNs: UInt64 = 0
     }
+
+    /// A worker's stage as its scoreboard slot shows it.
+    struct Progress: Equatable {
+        let pid: Int32
+        let stage: Scoreboard.Stage
+        /// When it entered the stage (monotonic, coarse).
+        let since: UInt64
+    }
+
+    /// Grace beyond the initial timeout before the supervisor steps in: the worker's own receive
+    /// timeout normally ends the read first.
+    static let initialReadGraceNs: UInt64 = 1_000_000_000
 
     /// A live worker process, as far as decisions go.
     struct Worker: Equatable {
@@ -35,6 +52,8 @@ struct PoolPolicy {
         var killAt: UInt64?
         /// SIGKILL was sent.
         var killed = false
+        /// It was killed for overstaying a stage (its exit is no crash).
+        var overdue = false
 
         var number: Int { slot + 1 }
         var isServing: Bool { retiredAt == nil && !killed }
@@ -71,6 +90,8 @@ struct PoolPolicy {
         case reloadPrepared(Limits)
         /// A reload's new configuration was refused; the running generation goes on.
         case reloadRejected(reason: String)
+        /// Each live worker's stage, read from the scoreboard (deadlines are judged on it).
+        case progress([Progress])
         /// Time passed.
         case tick
     }
@@ -83,6 +104,9 @@ struct PoolPolicy {
         case terminate(pid: Int32)
         /// SIGKILL.
         case kill(pid: Int32)
+        /// SIGKILL a worker that overstayed `stage` (`elapsedNs` in it, `limitNs` allowed); the
+        /// supervisor logs it with the client's address from the scoreboard.
+        case killOverdue(pid: Int32, stage: Scoreboard.Stage, elapsedNs: UInt64, limitNs: UInt64)
         /// Load the configuration and bind new listeners; report ``Event/reloadPrepared(_:)`` or
         /// ``Event/reloadRejected(reason:)``. Nothing the running generation uses may change yet.
         case prepareReload
@@ -224,6 +248,8 @@ struct PoolPolicy {
             workerExited(worker, status: status, errno: errno, now: now, into: &actions)
         case .reloadPrepared(let next):
             startGeneration(next, now: now, into: &actions)
+        case .progress(let samples):
+            killOverdue(samples, now: now, into: &actions)
         case .reloadRejected(let reason):
             actions.append(.log(.error, "SIGHUP: reload rejected, keeping generation \(generation): \(reason)"))
             startQueuedReload(into: &actions)
@@ -309,6 +335,11 @@ struct PoolPolicy {
         _ worker: Worker, status: WaitStatus, errno: Int32, now: UInt64, into actions: inout [Action]
     ) {
         let name = "Worker \(worker.number)"
+        if worker.overdue && phase == .running && worker.retiredAt == nil {
+            // Killed for a client that held it too long: replace it at once, no back-off.
+            actions.append(.log(.debug, "\(name) exited (\(status))", worker: worker.pid))
+            return
+        }
         if worker.retiredAt != nil || phase != .running {
             actions.append(.log(.debug, "\(name) exited (\(status))", worker: worker.pid))
             if worker.generation != generation, !workers.values.contains(where: { $0.generation == worker.generation })
@@ -399,6 +430,24 @@ struct PoolPolicy {
         if wasRunning { actions.append(.notifyStopping) }
         actions.append(.fail(reason: reason, errno: errno))
         killAll(into: &actions)
+    }
+
+    /// Kills workers that stay in the initial read or in their handler past the limits.
+    private mutating func killOverdue(_ samples: [Progress], now: UInt64, into actions: inout [Action]) {
+        for sample in samples {
+            guard let worker = workers[sample.pid], !worker.killed, now > sample.since else { continue }
+            let limit: UInt64
+            switch sample.stage {
+            case .reading: limit = limits.initialTimeoutNs + Self.initialReadGraceNs
+            case .handling where limits.handlerTimeoutNs > 0: limit = limits.handlerTimeoutNs
+            default: continue
+            }
+            let elapsed = now - sample.since
+            guard elapsed >= limit else { continue }
+            workers[sample.pid]!.killed = true
+            workers[sample.pid]!.overdue = true
+            actions.append(.killOverdue(pid: sample.pid, stage: sample.stage, elapsedNs: elapsed, limitNs: limit))
+        }
     }
 
     // MARK: - after every event

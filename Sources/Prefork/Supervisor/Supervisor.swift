@@ -69,6 +69,7 @@ final class Supervisor {
             }
             drainBootPipe()
             noticeBootedWorkers()
+            dispatch(.progress(progressOfWorkers()))
             reapWorkers()
             dispatch(.tick)
             if let deadline = policy.drainDeadline {
@@ -120,6 +121,9 @@ final class Supervisor {
         case .fork(let generation): fork(generation: generation)
         case .terminate(let pid): kill(pid, SIGTERM)
         case .kill(let pid): kill(pid, SIGKILL)
+        case .killOverdue(let pid, let stage, let elapsed, let limit):
+            logOverdue(pid: pid, stage: stage, elapsedNs: elapsed, limitNs: limit)
+            kill(pid, SIGKILL)
         case .prepareReload: prepareReload()
         case .commitReload:
             listeners.commit(setup.configuration, reporter: &reporter)
@@ -178,6 +182,25 @@ final class Supervisor {
         }
     }
 
+    /// Every live worker's stage and since when, from the scoreboard.
+    private func progressOfWorkers() -> [PoolPolicy.Progress] {
+        policy.workers.values.map { worker in
+            let (stage, since) = scoreboard.stage(worker.slot, pid: worker.pid)
+            return PoolPolicy.Progress(pid: worker.pid, stage: stage, since: since)
+        }
+    }
+
+    private func logOverdue(pid: Int32, stage: Scoreboard.Stage, elapsedNs: UInt64, limitNs: UInt64) {
+        guard let worker = policy.workers[pid] else { return }
+        let what = stage == .reading ? "reading a client's first bytes" : "handling a connection"
+        let limitName = stage == .reading ? "initial-timeout" : "handler-timeout"
+        let peer = scoreboard.peer(worker.slot)
+        let allowed = PoolPolicy.seconds(limitNs)
+        logger.warning(
+            "Worker \(worker.number) killed: \(what) for \(PoolPolicy.seconds(elapsedNs)) s, past \(limitName) (\(allowed) s allowed); peer \(peer)",
+            metadata: ["worker.pid": "\(pid)", "peer": "\(peer)", "stage": "\(stage)"])
+    }
+
     private func reapWorkers() {
         while true {
             var status: Int32 = 0
@@ -213,7 +236,9 @@ final class Supervisor {
         PoolPolicy.Limits(
             workers: configuration.workers,
             gracefulTimeoutNs: Monotonic.nanoseconds(configuration.gracefulTimeout),
-            bootTimeoutNs: Monotonic.nanoseconds(configuration.bootTimeout))
+            bootTimeoutNs: Monotonic.nanoseconds(configuration.bootTimeout),
+            initialTimeoutNs: Monotonic.nanoseconds(configuration.initialTimeout),
+            handlerTimeoutNs: Monotonic.nanoseconds(configuration.handlerTimeout))
     }
 
     // MARK: - status

@@ -45,13 +45,12 @@ struct PeerAddressBuffer {
     let storage: UnsafeMutablePointer<sockaddr_storage>
     let length: UnsafeMutablePointer<socklen_t>
 
-    /// Allocates the buffer; it lives as long as the worker process.
-    static func allocate() -> PeerAddressBuffer {
-        let storage = UnsafeMutablePointer<sockaddr_storage>.allocate(capacity: 1)
-        storage.initialize(to: sockaddr_storage())
-        let length = UnsafeMutablePointer<socklen_t>.allocate(capacity: 1)
-        length.initialize(to: 0)
-        return PeerAddressBuffer(storage: storage, length: length)
+    /// The buffer in the worker's scoreboard slot: the supervisor reads the peer from there.
+    static func inSlot(_ slot: UnsafeMutablePointer<pf_slot>) -> PeerAddressBuffer {
+        let base = UnsafeMutableRawPointer(slot)
+        return PeerAddressBuffer(
+            storage: (base + MemoryLayout<pf_slot>.offset(of: \.peer)!).assumingMemoryBound(to: sockaddr_storage.self),
+            length: (base + MemoryLayout<pf_slot>.offset(of: \.peer_length)!).assumingMemoryBound(to: socklen_t.self))
     }
 }
 

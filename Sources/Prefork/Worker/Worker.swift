@@ -53,7 +53,7 @@ struct Worker<Handler: ConnectionHandler> {
         let loop = ServeLoop(
             listeners: listeners, epoll: epoll, context: context, slot: slot,
             buffer: UnsafeMutableRawBufferPointer.allocate(byteCount: initialBytes, alignment: 16),
-            peer: PeerAddressBuffer.allocate())
+            peer: PeerAddressBuffer.inSlot(slot.slot))
         // The loop works on its own copy of the handler: a local the compiler sees whole, where a
         // stored property of this generic struct would be reached through its type's metadata.
         var handler = self.handler
