@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 /// Signals, respawns and stops against the real binary.
@@ -147,34 +148,6 @@ import Testing
         let reloading = daemon.notify.received.first { $0.assignments.contains("RELOADING=1") }
         #expect(reloading?.assignments.contains { $0.hasPrefix("MONOTONIC_USEC=") } == true)
     }
-}
-
-/// Starts preforkd with `arguments` and a client that has sent `sent` (no tag) and is held by a
-/// worker; the caller stops both.
-func startWithClientMidMessage(_ arguments: [String], sent: String) throws -> (Daemon, Client, UInt16) {
-    let daemon = try Daemon(arguments)
-    do {
-        try daemon.waitForReady()
-        let port = try daemon.port()
-        let client = try Client(port: port)
-        try client.send(sent)
-        try waitUntil("a worker to take the client") { (try? busyWorkers(daemon)) == 1 }
-        return (daemon, client, port)
-    } catch {
-        daemon.stop()
-        throw error
-    }
-}
-
-/// Workers busy with a connection, from the supervisor's STATUS= line.
-func busyWorkers(_ daemon: Daemon) throws -> Int {
-    daemon.notify.poll(seconds: 0.05)
-    guard let status = daemon.notify.received.last(where: { $0.text.contains("STATUS=") && $0.text.contains("busy") })
-    else { return -1 }
-    let text = status.text
-    guard let range = text.range(of: " busy") else { return -1 }
-    let before = text[..<range.lowerBound].split(separator: " ").last ?? ""
-    return Int(before) ?? -1
 }
 
 /// Workers that cannot start: at boot the daemon gives up with a clear error; on reload the

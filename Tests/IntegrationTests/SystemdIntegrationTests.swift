@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 /// preforkd with the real systemd pieces that run outside PID 1: sd_notify to a real socket,
@@ -212,17 +213,5 @@ import Testing
                         && $0["ORIGIN"] as? String == "bound"
                 })
         }
-    }
-}
-
-extension Daemon {
-    /// The port from the READY status line ("listening on 127.0.0.1:PORT"), for when stderr is
-    /// not text.
-    func portFromStatus() throws -> UInt16 {
-        let status = notify.received.first { $0.text.contains("listening on 127.0.0.1:") }?.text ?? ""
-        guard let range = status.range(of: "listening on 127.0.0.1:") else {
-            throw Timeout(what: "a status line with the address")
-        }
-        return UInt16(status[range.upperBound...].prefix { $0.isNumber }) ?? 0
     }
 }
