@@ -61,9 +61,12 @@ public final class Daemon: @unchecked Sendable {
     /// - Parameters:
     ///   - standardError: where stderr goes (default: the log file).
     ///   - ignoring: signals the daemon starts with ignored (SIG_IGN, kept across exec), as a
-    ///     service manager or shell could leave them; set by `/bin/sh -c "trap '' N…; exec …"`,
-    ///     which execs the binary in the same process.
+    ///     parent could leave them; set by `env --ignore-signal=N… -- BINARY …`, which execs the
+    ///     binary in the same process, so `pid` is the daemon's.
     ///   - blocking: signals the daemon starts with blocked.
+    ///
+    /// Signals 32 and 33, glibc's own, start ignored whatever is asked: glibc's posix_spawn sets
+    /// them so in every child.
     public init(
         _ arguments: [String],
         binary: String = Binaries.preforkd,
@@ -92,9 +95,10 @@ public final class Daemon: @unchecked Sendable {
         var program = binary
         var argv = arguments
         if !ignoring.isEmpty {
-            let numbers = ignoring.map(String.init).joined(separator: " ")
-            argv = ["-c", "trap '' \(numbers); exec \"$0\" \"$@\"", binary] + arguments
-            program = "/bin/sh"
+            // env sets SIG_IGN and execs the binary in place (same pid). Not dash's `trap '' CHLD`:
+            // dash keeps SIGCHLD for itself and execs with it at its default.
+            program = "/usr/bin/env"
+            argv = ignoring.map { "--ignore-signal=\($0)" } + ["--", binary] + arguments
         }
 
         var descriptors: [Spawn.Descriptor] = [(0, null), (1, log)]
