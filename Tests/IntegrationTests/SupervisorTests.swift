@@ -61,14 +61,25 @@ import Testing
     }
 
     @Test func sigquitStopsAtOnce() throws {
-        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "2", "--graceful-timeout", "60"])
+        // A worker holds a client mid-message, and would wait a minute for the rest: a graceful
+        // stop would take that long.
+        let (daemon, stuck, _) = try startWithClientMidMessage(
+            ["--listen", "127.0.0.1:0", "--workers", "2", "--graceful-timeout", "60", "--initial-timeout", "60"],
+            sent: "never finished")
         defer { daemon.stop() }
-        try daemon.waitForReady()
-        let stuck = try Client(port: try daemon.port())
         defer { stuck.close() }
-        try stuck.send("never finished")
+        let workers = daemon.workerPIDs()
+        #expect(workers.count == 2)
         daemon.signal(SIGQUIT)
-        #expect(try daemon.waitForExit(seconds: 5) == 0)
+        #expect(try daemon.waitForExit(seconds: 15) == 0)
+        // The client is cut off, without an echo: its worker is gone (a read that waits instead
+        // throws EAGAIN after the client's 5 s timeout).
+        do {
+            #expect(try stuck.readToEnd() == "", "closed without a reply")
+        } catch let error as POSIXError {
+            #expect(error.code == .ECONNRESET, "cut off, not left waiting: \(error)")
+        }
+        try waitUntil("every worker to be gone") { workers.allSatisfy { !ProcessTable.isAlive($0) } }
     }
 
     @Test func ttinAndTtouAddAndRemoveAWorker() throws {
