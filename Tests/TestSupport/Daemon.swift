@@ -75,15 +75,23 @@ public final class Daemon: @unchecked Sendable {
         ignoring: [Int32] = [],
         blocking: [Int32] = []
     ) throws {
-        directory = NSTemporaryDirectory() + "preforkd-it-\(UUID().uuidString.prefix(8))"
+        let directory = NSTemporaryDirectory() + "preforkd-it-\(UUID().uuidString.prefix(8))"
+        self.directory = directory
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         logPath = directory + "/stderr.log"
         let log = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-        guard log >= 0 else { throw TestFailure("open \(logPath): errno \(errno)") }
-        defer { close(log) }
         let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
-        defer { close(null) }
-        notify = try NotifyReceiver(path: directory + "/notify.sock")
+        defer {
+            close(log)
+            close(null)
+        }
+        do {
+            guard log >= 0, null >= 0 else { throw TestFailure("open \(logPath) or /dev/null: errno \(errno)") }
+            notify = try NotifyReceiver(path: directory + "/notify.sock")
+        } catch {
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
 
         var env = ProcessInfo.processInfo.environment
         for key in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "JOURNAL_STREAM", "WATCHDOG_USEC", "WATCHDOG_PID"] {
