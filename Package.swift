@@ -100,19 +100,22 @@ let package = Package(
             path: "Tests/SystemdProbe",
             swiftSettings: strict
         ),
+        // What every test suite shares: the daemon launcher, the notify receiver, clients, sockets,
+        // journald, deadlines. Only test targets depend on it.
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(
             name: "SystemdTests",
-            dependencies: ["Systemd", "CSystemd", "SystemdProbe"],
+            dependencies: ["Systemd", "CSystemd", "SystemdProbe", "TestSupport"],
             swiftSettings: strict
         ),
-        .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls"], swiftSettings: strict),
-        .testTarget(name: "PreforkTests", dependencies: ["Prefork"], swiftSettings: strict),
+        .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "PreforkTests", dependencies: ["Prefork", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "PreforkHandlersTests",
-            dependencies: ["PreforkHandlers", "Prefork"],
+            dependencies: ["PreforkHandlers", "Prefork", "TestSupport"],
             swiftSettings: strict
         ),
-        .testTarget(name: "PreforkdCLITests", dependencies: ["PreforkdCLI"], swiftSettings: strict),
+        .testTarget(name: "PreforkdCLITests", dependencies: ["PreforkdCLI", "TestSupport"], swiftSettings: strict),
         .executableTarget(
             name: "HandlerFaultProbe",
             dependencies: ["Prefork", .product(name: "Logging", package: "swift-log")],
@@ -121,7 +124,8 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["preforkd", "UppercaseServer", "HandlerFaultProbe"],
+            // The executables too, so that `swift test` builds the binaries the tests start.
+            dependencies: ["preforkd", "UppercaseServer", "HandlerFaultProbe", "TestSupport"],
             swiftSettings: strict
         ),
     ]

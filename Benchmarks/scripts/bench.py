@@ -154,26 +154,17 @@ def which(name):
 # name -> dict(argv(port, keepalive) | None, client_closes (conn scenario), modes, classic)
 def peers():
     ps = []
-    if os.access(PREFORKD, os.X_OK):
-        ps.append(dict(name="preforkd", classic=False, client_closes=False, modes=("conn", "keepalive"),
-                       argv=lambda port, ka: [PREFORKD, "--listen", f"{HOST}:{port}", "--workers", str(WORKERS)]
-                       + (["--echo-keep-alive"] if ka else []) + ["--log-level", "warning"]))
-    else:
-        log(f"SKIP preforkd: binary not built ({PREFORKD})")
+    ps.append(dict(name="preforkd", classic=False, client_closes=False, modes=("conn", "keepalive"),
+                   argv=lambda port, ka: [PREFORKD, "--listen", f"{HOST}:{port}", "--workers", str(WORKERS)]
+                   + (["--echo-keep-alive"] if ka else []) + ["--log-level", "warning"]))
     ps.append(dict(name="c-prefork", classic=False, client_closes=False, modes=("conn", "keepalive"),
                    argv=lambda port, ka: [CPREFORK, "--listen", f"{HOST}:{port}", "--workers", str(WORKERS)]
                    + (["--keep-alive"] if ka else [])))
-    if os.access(NIO_EOF, os.X_OK):
-        ps.append(dict(name="nio", classic=False, client_closes=False, modes=("conn", "keepalive"),
-                       argv=lambda port, ka: [NIO_EOF, HOST, str(port), str(NIO_THREADS)]
-                       + (["--keep-alive"] if ka else [])))
-    else:
-        log(f"SKIP nio: not built ({NIO_EOF})")
-    if os.access(NIO_ECHO, os.X_OK):
-        ps.append(dict(name="nio-stock-echo", classic=False, client_closes=True, modes=("keepalive",),
-                       argv=lambda port, ka: [NIO_ECHO, HOST, str(port)]))
-    else:
-        log(f"SKIP nio-stock-echo: not built ({NIO_ECHO})")
+    ps.append(dict(name="nio", classic=False, client_closes=False, modes=("conn", "keepalive"),
+                   argv=lambda port, ka: [NIO_EOF, HOST, str(port), str(NIO_THREADS)]
+                   + (["--keep-alive"] if ka else [])))
+    ps.append(dict(name="nio-stock-echo", classic=False, client_closes=True, modes=("keepalive",),
+                   argv=lambda port, ka: [NIO_ECHO, HOST, str(port)]))
     if CLASSICS:
         if which("socat"):
             ps.append(dict(name="socat", classic=True, client_closes=True, modes=("conn", "keepalive"),
@@ -358,9 +349,13 @@ def main():
     t_start = time.monotonic()
     global LOAD_START
     LOAD_START = open("/proc/loadavg").read().split()[:3]
-    for b in (LOADGEN, CPREFORK):
+    # Every binary is built before the run (the Makefile stops when a build fails): one that is
+    # missing is an error, never a silently absent column.
+    for b, how in ((LOADGEN, "make -C Benchmarks build"), (CPREFORK, "make -C Benchmarks build"),
+                   (PREFORKD, "make release, or set PREFORKD"), (NIO_EOF, "make -C Benchmarks nio"),
+                   (NIO_ECHO, "make -C Benchmarks nio")):
         if not os.access(b, os.X_OK):
-            log(f"missing {b}: run `make -C Benchmarks build` first")
+            log(f"missing {b}: build it first ({how})")
             return 2
     ps = peers()
     scens = scenarios()
@@ -464,14 +459,9 @@ def write_reports(ps, scens, results, memory, startup, wall):
                  "server. Compare **server CPU µs/exchange** (user+sys of the server's whole process tree over "
                  "the measured window, reaped children included) and ratios measured side by side in this run, "
                  "not absolute numbers across machines. Run-to-run noise is ±15–20 %.\n")
-    if "preforkd" in names:
-        st = os.stat(PREFORKD)
-        lines.append(f"preforkd binary: `{os.path.relpath(PREFORKD, ROOT)}` ({st.st_size / 1e6:.1f} MB, built "
-                     f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(st.st_mtime))})\n")
-    if "preforkd" not in names:
-        lines.append("> **preforkd: not built** — its rows and ratios are missing "
-                     "(build: `swift build -c release --static-swift-stdlib --product preforkd "
-                     "--scratch-path .build-release`).\n")
+    st = os.stat(PREFORKD)
+    lines.append(f"preforkd binary: `{os.path.relpath(PREFORKD, ROOT)}` ({st.st_size / 1e6:.1f} MB, built "
+                 f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(st.st_mtime))})\n")
     lines.append("| peer | scenario | close | exchanges/s | p50 µs | p99 µs | p99.9 µs | errors | server CPU µs/exch | runs |")
     lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for scen in scens:

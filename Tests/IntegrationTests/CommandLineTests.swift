@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 /// Bad input of every kind: one clear line, a documented exit status, nothing bound or forked.

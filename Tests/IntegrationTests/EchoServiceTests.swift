@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 /// The seed's exchange and the echo protocol against the real binary.
@@ -149,7 +150,7 @@ final class Counter: @unchecked Sendable {
 /// A handler that throws costs one connection; one that crashes costs one connection and one
 /// worker process, which is replaced; neither touches the other workers or the supervisor.
 @Suite struct HandlerFaultTests {
-    static var probe: String { Binaries.directory.appendingPathComponent("HandlerFaultProbe").path }
+    static var probe: String { Binaries.handlerFaultProbe }
 
     @Test func aThrowingHandlerCostsOneConnection() throws {
         let daemon = try Daemon(["127.0.0.1:0", "1"], binary: Self.probe)

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 /// The pool through odd moments, against the real binary: idle workers, reloads that leave

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 /// Signals, respawns and stops against the real binary.
@@ -60,14 +61,25 @@ import Testing
     }
 
     @Test func sigquitStopsAtOnce() throws {
-        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "2", "--graceful-timeout", "60"])
+        // A worker holds a client mid-message, and would wait a minute for the rest: a graceful
+        // stop would take that long.
+        let (daemon, stuck, _) = try startWithClientMidMessage(
+            ["--listen", "127.0.0.1:0", "--workers", "2", "--graceful-timeout", "60", "--initial-timeout", "60"],
+            sent: "never finished")
         defer { daemon.stop() }
-        try daemon.waitForReady()
-        let stuck = try Client(port: try daemon.port())
         defer { stuck.close() }
-        try stuck.send("never finished")
+        let workers = daemon.workerPIDs()
+        #expect(workers.count == 2)
         daemon.signal(SIGQUIT)
-        #expect(try daemon.waitForExit(seconds: 5) == 0)
+        #expect(try daemon.waitForExit(seconds: 15) == 0)
+        // The client is cut off, without an echo: its worker is gone (a read that waits instead
+        // throws EAGAIN after the client's 5 s timeout).
+        do {
+            #expect(try stuck.readToEnd() == "", "closed without a reply")
+        } catch let error as POSIXError {
+            #expect(error.code == .ECONNRESET, "cut off, not left waiting: \(error)")
+        }
+        try waitUntil("every worker to be gone") { workers.allSatisfy { !ProcessTable.isAlive($0) } }
     }
 
     @Test func ttinAndTtouAddAndRemoveAWorker() throws {
@@ -147,34 +159,6 @@ import Testing
         let reloading = daemon.notify.received.first { $0.assignments.contains("RELOADING=1") }
         #expect(reloading?.assignments.contains { $0.hasPrefix("MONOTONIC_USEC=") } == true)
     }
-}
-
-/// Starts preforkd with `arguments` and a client that has sent `sent` (no tag) and is held by a
-/// worker; the caller stops both.
-func startWithClientMidMessage(_ arguments: [String], sent: String) throws -> (Daemon, Client, UInt16) {
-    let daemon = try Daemon(arguments)
-    do {
-        try daemon.waitForReady()
-        let port = try daemon.port()
-        let client = try Client(port: port)
-        try client.send(sent)
-        try waitUntil("a worker to take the client") { (try? busyWorkers(daemon)) == 1 }
-        return (daemon, client, port)
-    } catch {
-        daemon.stop()
-        throw error
-    }
-}
-
-/// Workers busy with a connection, from the supervisor's STATUS= line.
-func busyWorkers(_ daemon: Daemon) throws -> Int {
-    daemon.notify.poll(seconds: 0.05)
-    guard let status = daemon.notify.received.last(where: { $0.text.contains("STATUS=") && $0.text.contains("busy") })
-    else { return -1 }
-    let text = status.text
-    guard let range = text.range(of: " busy") else { return -1 }
-    let before = text[..<range.lowerBound].split(separator: " ").last ?? ""
-    return Int(before) ?? -1
 }
 
 /// Workers that cannot start: at boot the daemon gives up with a clear error; on reload the

@@ -1,4 +1,5 @@
 import Logging
+import TestSupport
 import Testing
 
 @testable import Systemd
@@ -12,72 +13,8 @@ import Testing
 /// Entries written through journald and read back with journalctl. Uses the running journald, or
 /// starts a standalone one for the suite's duration and removes its runtime files afterwards.
 @Suite(.serialized) struct JournalDaemonTests {
-    static let socketPath = "/run/systemd/journal/socket"
-
-    /// Whether a journald listens on its native socket: connecting a datagram socket to a stale
-    /// socket file fails with ECONNREFUSED.
-    static func journaldListens() -> Bool {
-        guard let fd = try? makeSocket(AF_UNIX, SOCK_DGRAM) else { return false }
-        defer { close(fd) }
-        let (address, length) = unixAddress(Self.socketPath)
-        var copy = address
-        return withUnsafePointer(to: &copy) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(length)) }
-        } == 0
-    }
-
-    /// Runs `body` with a journald listening; starts (and afterwards stops and cleans up) one if needed.
-    func withJournald(_ body: () throws -> Void) throws {
-        // The integration tests may start or stop a standalone journald in this same process:
-        // one user at a time, by an advisory lock on a shared path.
-        let lock = open("/run/preforkd-tests-journald.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
-        defer { close(lock) }
-        let lockDeadline = Deadline(seconds: 60)
-        while flock(lock, LOCK_EX | LOCK_NB) != 0 {
-            try #require(!lockDeadline.hasPassed, "the journald test lock stayed taken for 60 s")
-            sleepMilliseconds(10)
-        }
-        if Self.journaldListens() {
-            try body()
-            return
-        }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        for fd: Int32 in [0, 1, 2] {
-            posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0)
-        }
-        let path = "/lib/systemd/systemd-journald"
-        let argv: [UnsafeMutablePointer<CChar>?] = [strdup(path), nil]
-        let envp: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/bin:/bin"), nil]
-        defer {
-            free(argv[0])
-            free(envp[0])
-        }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, path, &actions, nil, argv, envp)
-        try #require(spawned == 0, "posix_spawn \(path): errno \(spawned)")
-        defer {
-            kill(pid, SIGTERM)
-            let deadline = Deadline(seconds: 5)
-            var status: Int32 = 0
-            while waitpid(pid, &status, WNOHANG) == 0 {
-                if deadline.hasPassed {
-                    kill(pid, SIGKILL)
-                    _ = waitpid(pid, &status, 0)
-                    break
-                }
-                sleepMilliseconds(5)
-            }
-            _ = try? runChild("/bin/rm", ["-rf", "/run/systemd/journal", "/run/log/journal"], environment: [])
-        }
-        let deadline = Deadline(seconds: 5)
-        while !Self.journaldListens() {
-            try #require(!deadline.hasPassed, "journald did not open \(Self.socketPath) within 5 s")
-            sleepMilliseconds(5)
-        }
-        try body()
-    }
+    /// Runs `body` with a journald listening (see `Journald.with`).
+    func withJournald(_ body: () throws -> Void) throws { try Journald.with(body) }
 
     /// The entries journalctl finds for `identifier`, each a field → values map, retried until at least
     /// `count` are there (deadline 10 s). Parses journalctl's export format, binary fields included.

@@ -1,4 +1,5 @@
 import SystemPackage
+import TestSupport
 import Testing
 
 @testable import Systemd
@@ -18,23 +19,23 @@ import Testing
         @Test(arguments: Self.cases)
         func notificationArrivesAsSent(notification: ServiceNotification, expected: String) throws {
             let receiver = try NotifyReceiver()
-            try withEnvironment(["NOTIFY_SOCKET": receiver.socketAddress]) { () throws -> Void in
+            try withEnvironment(["NOTIFY_SOCKET": receiver.path]) { () throws -> Void in
                 #expect(ServiceManager.isNotifySocketSet)
                 #expect(try ServiceManager.notify([notification]))
             }
-            let datagram = try #require(try receiver.receive(timeout: 5))
+            let datagram = try #require(receiver.receive(timeout: 5))
             #expect(datagram.text == expected)
-            #expect(datagram.senderPID == getpid())
+            #expect(datagram.pid == getpid())
         }
 
         @Test func reloadingSendsMonotonicTimestamp() throws {
             let receiver = try NotifyReceiver()
             let before = ServiceManager.monotonicMicroseconds()
-            try withEnvironment(["NOTIFY_SOCKET": receiver.socketAddress]) { () throws -> Void in
+            try withEnvironment(["NOTIFY_SOCKET": receiver.path]) { () throws -> Void in
                 #expect(try ServiceManager.notify([.reloading]))
             }
             let after = ServiceManager.monotonicMicroseconds()
-            let datagram = try #require(try receiver.receive(timeout: 5))
+            let datagram = try #require(receiver.receive(timeout: 5))
             let lines = datagram.text.split(separator: "\n")
             try #require(lines.count == 2, "\(datagram.text)")
             #expect(lines[0] == "RELOADING=1")
@@ -44,31 +45,30 @@ import Testing
 
         @Test func severalNotificationsShareOneDatagramWithOurCredentials() throws {
             let receiver = try NotifyReceiver()
-            try withEnvironment(["NOTIFY_SOCKET": receiver.socketAddress]) { () throws -> Void in
+            try withEnvironment(["NOTIFY_SOCKET": receiver.path]) { () throws -> Void in
                 #expect(try ServiceManager.notify([.ready, .status("Serving\n2 workers"), .mainPID(getpid())]))
             }
-            let datagram = try #require(try receiver.receive(timeout: 5))
+            let datagram = try #require(receiver.receive(timeout: 5))
             #expect(datagram.text == "READY=1\nSTATUS=Serving 2 workers\nMAINPID=\(getpid())")
-            #expect(datagram.senderPID == getpid())
-            #expect(datagram.fileDescriptors.isEmpty)
-            #expect(try receiver.receive(timeout: 0.05) == nil, "exactly one datagram")
+            #expect(datagram.pid == getpid())
+            #expect(datagram.passed.isEmpty)
+            #expect(receiver.receive(timeout: 0.05) == nil, "exactly one datagram")
         }
 
         @Test func fileDescriptorStorePassesTheSocketItself() throws {
-            let receiver = try NotifyReceiver()
+            let receiver = try NotifyReceiver(keepingPassedDescriptors: true)
             let (listener, port) = try makeTCPSocket()
             defer { close(listener) }
-            try withEnvironment(["NOTIFY_SOCKET": receiver.socketAddress]) { () throws -> Void in
+            try withEnvironment(["NOTIFY_SOCKET": receiver.path]) { () throws -> Void in
                 #expect(
                     try ServiceManager.notify(
                         [.fileDescriptorStore(name: "web")], passing: [FileDescriptor(rawValue: listener)]))
             }
-            let datagram = try #require(try receiver.receive(timeout: 5))
-            defer { for fd in datagram.fileDescriptors { close(fd) } }
+            let datagram = try #require(receiver.receive(timeout: 5))
             #expect(datagram.text == "FDSTORE=1\nFDNAME=web")
-            #expect(datagram.senderPID == getpid())
-            try #require(datagram.fileDescriptors.count == 1)
-            let received = datagram.fileDescriptors[0]
+            #expect(datagram.pid == getpid())
+            try #require(datagram.descriptors.count == 1)
+            let received = datagram.descriptors[0]
             #expect(received != listener)
             let ours = try #require(fileIdentity(listener))
             let theirs = try #require(fileIdentity(received))
@@ -86,7 +86,7 @@ import Testing
                 #expect(
                     try ServiceManager.notify([.fileDescriptorStore(name: "x")], passing: [.standardInput]) == false)
             }
-            #expect(try receiver.receive(timeout: 0.2) == nil)
+            #expect(receiver.receive(timeout: 0.2) == nil)
         }
 
         @Test func unreachableNotifySocketThrows() throws {

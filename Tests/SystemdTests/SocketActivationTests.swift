@@ -1,3 +1,4 @@
+import TestSupport
 import Testing
 
 @testable import Systemd
@@ -28,9 +29,7 @@ import Testing
         var exitCode: Int32
     }
 
-    static var probePath: String {
-        getenv("SYSTEMD_PROBE").map { String(cString: $0) } ?? buildProductsDirectory() + "/SystemdProbe"
-    }
+    static var probePath: String { Binaries.systemdProbe }
 
     /// Runs the probe with `sockets` at fd 3, 4, …; through `sh` so that LISTEN_PID is the probe's pid,
     /// unless `listenPID` is given. `listenFDs` overrides LISTEN_FDS; "" leaves it unset.
