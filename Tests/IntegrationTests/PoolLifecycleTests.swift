@@ -112,16 +112,8 @@ import Testing
     @Test func startedWithChildAndStopSignalsIgnoredItStillReapsRespawnsAndStops() throws {
         // A parent (nohup, a shell's trap) may leave signals ignored across exec. Ignored
         // SIGCHLD makes the kernel reap workers itself; ignored SIGTERM is never seen.
-        // (A shell's trap cannot ignore SIGCHLD: it needs it itself.)
-        let launcher = """
-            import os, signal, sys
-            for name in ("SIGCHLD", "SIGTERM", "SIGHUP", "SIGTTIN"):
-                signal.signal(getattr(signal, name), signal.SIG_IGN)
-            os.execv(sys.argv[1], sys.argv[1:])
-            """
         let daemon = try Daemon(
-            ["-c", launcher, Binaries.preforkd, "--listen", "127.0.0.1:0", "--workers", "2"],
-            binary: "/usr/bin/python3")
+            ["--listen", "127.0.0.1:0", "--workers", "2"], ignoring: [SIGCHLD, SIGTERM, SIGHUP, SIGTTIN])
         defer { daemon.stop() }
         try daemon.waitForReady()
         let before = daemon.workerPIDs()
@@ -139,17 +131,7 @@ import Testing
 
     @Test func aStderrPipeNobodyReadsDoesNotKillTheSupervisor() throws {
         // stderr is a pipe whose reader is gone, and SIGPIPE has its default (fatal) disposition.
-        let launcher = """
-            import os, signal, sys
-            r, w = os.pipe()
-            os.close(r)
-            os.dup2(w, 2)
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-            os.execv(sys.argv[1], sys.argv[1:])
-            """
-        let daemon = try Daemon(
-            ["-c", launcher, Binaries.preforkd, "--listen", "127.0.0.1:0", "--workers", "2"],
-            binary: "/usr/bin/python3")
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "2"], standardError: .pipeWithoutReader)
         defer { daemon.stop() }
         try daemon.waitForReady()
         let port = try portFromStatus(daemon)
@@ -165,16 +147,8 @@ import Testing
 
     @Test func aStderrPipeNobodyReadsButNobodyClosedEitherBlocksNoProcess() throws {
         // The reader holds the pipe open and never reads: after 64 KiB every write would block.
-        let launcher = """
-            import os, sys
-            r, w = os.pipe()
-            os.dup2(w, 2)
-            os.set_inheritable(r, True)
-            os.execv(sys.argv[1], sys.argv[1:])
-            """
         let daemon = try Daemon(
-            ["-c", launcher, Binaries.preforkd, "--listen", "127.0.0.1:0", "--workers", "2", "--log-level", "debug"],
-            binary: "/usr/bin/python3")
+            ["--listen", "127.0.0.1:0", "--workers", "2", "--log-level", "debug"], standardError: .pipeNobodyReads)
         defer { daemon.stop() }
         try daemon.waitForReady()
         let port = try portFromStatus(daemon)
@@ -194,8 +168,7 @@ import Testing
 
     @Test func startedWithStderrClosedNoSocketBecomesStderr() throws {
         let daemon = try Daemon(
-            ["-c", "exec 2>&-; exec \"$0\" \"$@\"", Binaries.preforkd, "--listen", "127.0.0.1:0", "--workers", "1"],
-            binary: "/bin/sh")
+            ["--listen", "127.0.0.1:0", "--workers", "1"], standardError: .closed)
         defer { daemon.stop() }
         try daemon.waitForReady()
         let port = try portFromStatus(daemon)
