@@ -315,7 +315,7 @@ import Testing
         #expect(pool.policy.drainDeadline == pool.now + 4_000_000_000)
         #expect(
             pool.send(.exited(pid: pids[0], status: .exited(0), errno: 0)) == [
-                .log(.debug, "Worker 1 exited (exit status 0)", worker: pids[0])
+                .log(.debug, "Worker 1 exited (exit status 0)", worker: .init(pid: pids[0], generation: 1))
             ])
         #expect(pool.advance(seconds: 4).contains(.kill(pid: pids[1])))
         #expect(
@@ -384,7 +384,9 @@ import Testing
             ])
         #expect(pool.send(.progress(samples)).isEmpty, "once")
         let exit = pool.send(.exited(pid: busy, status: .killed(signal: 9, coreDumped: false), errno: 0))
-        #expect(exit == [.log(.debug, "Worker 1 exited (killed by SIGKILL)", worker: busy)], "no back-off, no crash")
+        #expect(
+            exit == [.log(.debug, "Worker 1 exited (killed by SIGKILL)", worker: .init(pid: busy, generation: 1))],
+            "no back-off, no crash")
         #expect(pool.policy.consecutiveBootFailures == 0)
     }
 

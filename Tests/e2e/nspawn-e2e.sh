@@ -353,10 +353,10 @@ else
 fi
 # Native journal entries carry CODE_FILE; lines written to the journal stream never do, nor the
 # daemon's own fields: text logging under systemd fails here.
-if has_field CODE_FILE && has_field WORKER_PID && has_field LISTENER; then
-    ok "structured journal fields: CODE_FILE, WORKER_PID (the killed worker's entry) and LISTENER present"
+if has_field CODE_FILE && has_field WORKER_PID && has_field WORKER_GENERATION && has_field LISTENER; then
+    ok "structured journal fields: CODE_FILE, WORKER_PID and WORKER_GENERATION (the killed worker's entry) and LISTENER present"
 else
-    not_ok "structured journal fields: CODE_FILE, WORKER_PID (the killed worker's entry) and LISTENER present"
+    not_ok "structured journal fields: CODE_FILE, WORKER_PID and WORKER_GENERATION (the killed worker's entry) and LISTENER present"
     note "seen: $fields"
 fi
 

@@ -57,6 +57,13 @@ struct PoolPolicy {
 
         var number: Int { slot + 1 }
         var isServing: Bool { retiredAt == nil && !killed }
+        var tag: WorkerTag { WorkerTag(pid: pid, generation: generation) }
+    }
+
+    /// Who a log line is about (journald's WORKER_PID and WORKER_GENERATION).
+    struct WorkerTag: Equatable {
+        let pid: Int32
+        let generation: Int
     }
 
     /// What an operator asked for (the supervisor's signals).
@@ -126,7 +133,7 @@ struct PoolPolicy {
         /// A fatal condition: STATUS=Failed and ERRNO= for systemd.
         case fail(reason: String, errno: Errno)
         /// A log line about the pool.
-        case log(Logger.Level, String, worker: Int32? = nil)
+        case log(Logger.Level, String, worker: WorkerTag? = nil)
         /// Every worker is gone after a stop: exit with this status.
         case exit(PreforkExitCode)
     }
@@ -337,11 +344,11 @@ struct PoolPolicy {
         let name = "Worker \(worker.number)"
         if worker.overdue && phase == .running && worker.retiredAt == nil {
             // Killed for a client that held it too long: replace it at once, no back-off.
-            actions.append(.log(.debug, "\(name) exited (\(status))", worker: worker.pid))
+            actions.append(.log(.debug, "\(name) exited (\(status))", worker: worker.tag))
             return
         }
         if worker.retiredAt != nil || phase != .running {
-            actions.append(.log(.debug, "\(name) exited (\(status))", worker: worker.pid))
+            actions.append(.log(.debug, "\(name) exited (\(status))", worker: worker.tag))
             if worker.generation != generation, !workers.values.contains(where: { $0.generation == worker.generation })
             {
                 actions.append(.log(.info, "Generation \(worker.generation) drained"))
@@ -353,7 +360,7 @@ struct PoolPolicy {
             actions.append(
                 .log(
                     .error, "\(name) failed to boot (\(status)); \(consecutiveBootFailures) in a row",
-                    worker: worker.pid))
+                    worker: worker.tag))
             if consecutiveBootFailures >= Self.maximumBootFailures {
                 if let reload, worker.generation == reload.generation {
                     rollBack(
@@ -377,7 +384,7 @@ struct PoolPolicy {
             actions.append(.log(.warning, "\(name) of generation \(worker.generation) died (\(status))"))
             return
         }
-        actions.append(.log(.warning, "\(name) died (\(status)); replacing it", worker: worker.pid))
+        actions.append(.log(.warning, "\(name) died (\(status)); replacing it", worker: worker.tag))
         if now - worker.forkedAt < Self.youngDeathNs {
             backOff(now: now)
             actions.append(.log(.info, "Workers die young; respawning in \(respawnDelayNs / 1_000_000) ms"))
@@ -464,7 +471,7 @@ struct PoolPolicy {
                 .log(
                     .warning,
                     "Worker \(worker.number) of generation \(worker.generation) still busy \(allowed) s after it was told to stop; killing it",
-                    worker: pid))
+                    worker: worker.tag))
             actions.append(.kill(pid: pid))
         }
         if let pending = reload, now >= pending.deadline {
@@ -480,7 +487,7 @@ struct PoolPolicy {
                 .log(
                     .error,
                     "Worker \(worker.number) did not start within \(Self.seconds(limits.bootTimeoutNs)) s; killing it",
-                    worker: pid))
+                    worker: worker.tag))
             actions.append(.kill(pid: pid))
         }
     }

@@ -137,7 +137,9 @@ final class Supervisor {
         case .closeListenersForDrain: listeners.closeForDrain()
         case .fail(let reason, let errno): reporter.failed(status: reason, errno: errno.rawValue)
         case .log(let level, let message, let worker):
-            logger.log(level: level, "\(message)", metadata: worker.map { ["worker.pid": "\($0)"] })
+            logger.log(
+                level: level, "\(message)",
+                metadata: worker.map { ["worker.pid": "\($0.pid)", "worker.generation": "\($0.generation)"] })
         case .exit(let code): exitCode = code
         }
     }
@@ -198,7 +200,10 @@ final class Supervisor {
         let allowed = PoolPolicy.seconds(limitNs)
         logger.warning(
             "Worker \(worker.number) killed: \(what) for \(PoolPolicy.seconds(elapsedNs)) s, past \(limitName) (\(allowed) s allowed); peer \(peer)",
-            metadata: ["worker.pid": "\(pid)", "peer": "\(peer)", "stage": "\(stage)"])
+            metadata: [
+                "worker.pid": "\(pid)", "worker.generation": "\(worker.generation)", "peer": "\(peer)",
+                "stage": "\(stage)",
+            ])
     }
 
     private func reapWorkers() {
