@@ -42,6 +42,8 @@ public struct PreforkdCommand: ParsableCommand {
     @Option(name: .setting("graceful-timeout"), help: .setting("graceful-timeout")) var gracefulTimeout: String?
     @Option(name: .setting("boot-timeout"), help: .setting("boot-timeout")) var bootTimeout: String?
     @Option(name: .setting("handler-timeout"), help: .setting("handler-timeout")) var handlerTimeout: String?
+    @Option(name: .setting("max-connections-per-worker"), help: .setting("max-connections-per-worker"))
+    var maxConnectionsPerWorker: String?
     @Option(name: .setting("backlog"), help: .setting("backlog")) var backlog: String?
     @Option(name: .setting("unix-mode"), help: .setting("unix-mode")) var unixMode: String?
     @Flag(name: .setting("fd-store"), inversion: .prefixedNo, help: .setting("fd-store")) var fdStore: Bool?
@@ -73,6 +75,7 @@ public struct PreforkdCommand: ParsableCommand {
             ("initial-timeout", text(initialTimeout)), ("send-timeout", text(sendTimeout)),
             ("handler", text(handler)), ("graceful-timeout", text(gracefulTimeout)),
             ("boot-timeout", text(bootTimeout)), ("handler-timeout", text(handlerTimeout)),
+            ("max-connections-per-worker", text(maxConnectionsPerWorker)),
             ("backlog", text(backlog)),
             ("unix-mode", text(unixMode)), ("fd-store", .toggle(fdStore)), ("log-level", text(logLevel)),
             ("log-format", text(logFormat)), ("echo.keep-alive", .toggle(echoKeepAlive)),

@@ -109,6 +109,21 @@ import Testing
         #expect(!daemon.log.contains("failed to boot"))
     }
 
+    @Test func workersAreRecycledAfterTheirShareOfConnectionsWithoutLosingOne() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "2", "--max-connections-per-worker", "10"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let first = daemon.workerPIDs()
+        for round in 0..<80 {
+            #expect(try Client.exchange(port: port, "round \(round)<EOF>") == "round \(round)<EOF>")
+        }
+        let recycled = daemon.log.components(separatedBy: "served its max-connections-per-worker; replacing it")
+        #expect(recycled.count - 1 >= 4, "80 connections over limits of 10 to 12 each")
+        #expect(Set(daemon.workerPIDs()).isDisjoint(with: first))
+        #expect(!daemon.log.contains("died"))
+    }
+
     @Test func startedWithChildAndStopSignalsIgnoredItStillReapsRespawnsAndStops() throws {
         // A parent (nohup, a shell's trap) may leave signals ignored across exec. Ignored
         // SIGCHLD makes the kernel reap workers itself; ignored SIGTERM is never seen.

@@ -413,4 +413,25 @@ import Testing
                 .fork(generation: 1),
             ])
     }
+
+    @Test func aRecycledWorkerIsReplacedAtOnceAndIsNoCrash() {
+        var pool = Pool.ready(workers: 2)
+        let pid = pool.pids(generation: 1)[0]
+        let actions = pool.send(.exited(pid: pid, status: .exited(5), errno: 0))
+        #expect(actions.contains(.fork(generation: 1)))
+        #expect(Self.notices(actions) == ["Worker 1 served its max-connections-per-worker; replacing it"])
+        #expect(pool.policy.nextForkAt <= pool.now, "no back-off")
+    }
+
+    @Test func eachWorkerDrawsItsOwnConnectionLimitWithinAQuarterAbove() {
+        #expect(Worker<EchoLike>.connectionLimit(0) == .max)
+        let limits = (0..<200).map { _ in Worker<EchoLike>.connectionLimit(100) }
+        #expect(limits.allSatisfy { (100...125).contains($0) })
+        #expect(Set(limits).count > 1, "not all the same")
+    }
+
+    /// A handler type to name Worker's generic parameter with.
+    struct EchoLike: ConnectionHandler {
+        mutating func handle(_ connection: Connection, initialData: Span<UInt8>, context: WorkerContext) throws {}
+    }
 }

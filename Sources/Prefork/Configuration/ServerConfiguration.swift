@@ -28,6 +28,11 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// kills its worker (and replaces it); zero, the default, sets no limit — right for
     /// long-lived protocols.
     public var handlerTimeout: Duration = .zero
+    /// `max-connections-per-worker`: connections after which a worker exits and is replaced by a
+    /// fresh one — a bound on what a slow leak can grow to. Each worker draws its own limit
+    /// between this and a quarter more, so workers are never all replaced at once. 0, the
+    /// default, keeps workers for good.
+    public var maxConnectionsPerWorker: Int = 0
     /// `backlog`: the accept queue of each bound listener (the kernel clamps it to somaxconn).
     public var backlog: Int = 4096
     /// `unix-mode`: permissions of the unix socket files preforkd creates.
@@ -111,6 +116,9 @@ public struct ServerConfiguration: Sendable, Equatable {
         .seconds(
             "handler-timeout", \.handlerTimeout, in: .zero...(.seconds(86400)),
             help: "Seconds a handler may take over one connection before its worker is killed; 0 for no limit."),
+        .integer(
+            "max-connections-per-worker", \.maxConnectionsPerWorker, in: 0...(1 << 40),
+            help: "Connections after which a worker is replaced (plus up to a quarter, per worker); 0 for never."),
         .integer(
             "backlog", \.backlog, in: 1...65535,
             help: "Accept queue length of bound listeners (clamped by the kernel)."),

@@ -342,6 +342,11 @@ struct PoolPolicy {
         _ worker: Worker, status: WaitStatus, errno: Int32, now: UInt64, into actions: inout [Action]
     ) {
         let name = "Worker \(worker.number)"
+        if status.isRecycled && worker.booted && phase == .running && worker.retiredAt == nil {
+            actions.append(
+                .log(.info, "\(name) served its max-connections-per-worker; replacing it", worker: worker.tag))
+            return
+        }
         if worker.overdue && phase == .running && worker.retiredAt == nil {
             // Killed for a client that held it too long: replace it at once, no back-off.
             actions.append(.log(.debug, "\(name) exited (\(status))", worker: worker.tag))

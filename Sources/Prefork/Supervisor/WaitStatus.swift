@@ -15,6 +15,9 @@ enum WaitStatus: Equatable, CustomStringConvertible {
         }
     }
 
+    /// The worker served its share of connections and made way for a fresh one.
+    var isRecycled: Bool { self == .exited(WorkerExitStatus.recycled.rawValue) }
+
     /// The worker gave up before serving (``WorkerExitStatus/bootFailure``).
     var isBootFailure: Bool { self == .exited(WorkerExitStatus.bootFailure.rawValue) }
 

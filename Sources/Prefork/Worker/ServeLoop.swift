@@ -17,6 +17,8 @@ struct ServeLoop {
     let epoll: Int32
     let context: WorkerContext
     let slot: SlotWriter
+    /// Connections after which this worker exits to be replaced by a fresh one (Int.max: never).
+    let connectionLimit: Int
     /// The initial read's buffer: one per worker, reused by every connection.
     let buffer: UnsafeMutableRawBufferPointer
     /// Where accept4 leaves the client's address.
@@ -30,9 +32,10 @@ struct ServeLoop {
     let logsDebug: Bool
 
     init(
-        listeners: [Listener], epoll: Int32, context: WorkerContext, slot: SlotWriter,
+        listeners: [Listener], epoll: Int32, context: WorkerContext, slot: SlotWriter, connectionLimit: Int,
         buffer: UnsafeMutableRawBufferPointer, peer: PeerAddressBuffer
     ) {
+        self.connectionLimit = connectionLimit
         self.listeners = listeners
         self.epoll = epoll
         self.context = context
@@ -47,6 +50,7 @@ struct ServeLoop {
         var backoff = Backoff()
         // One listener (the usual case): accept on it directly, no epoll.
         let onlyFD = epoll < 0 ? listeners[0].fileDescriptor : -1
+        var served = 0
         while StopRequest.current == .none {
             slot.enter(.accepting)
             let fd: Int32
@@ -78,6 +82,8 @@ struct ServeLoop {
             slot.enter(.reading)
             serveConnection(fd, listenerIndex: listenerIndex, handler: &handler)
             close(fd)
+            served &+= 1
+            if served >= connectionLimit { return .recycled }
         }
         return .stopped
     }

@@ -11,6 +11,8 @@ enum WorkerExitStatus: Int32 {
     case bootFailure = 3
     /// Its listener disappeared or accept failed in a way retrying cannot fix.
     case listenerFailure = 4
+    /// It served its `max-connections-per-worker` and made way for a fresh process.
+    case recycled = 5
 }
 
 /// One worker process: after fork, it loops on accept + initial read + handler until told to stop.
@@ -18,6 +20,8 @@ struct Worker<Handler: ConnectionHandler> {
     var handler: Handler
     let listeners: [Listener]
     let initialBytes: Int
+    /// `max-connections-per-worker` (0: no limit).
+    let maxConnections: Int
     var context: WorkerContext
     let slot: SlotWriter
     /// Write end of the supervisor's boot pipe: a byte here wakes the supervisor once this worker
@@ -52,6 +56,7 @@ struct Worker<Handler: ConnectionHandler> {
         let epoll = listeners.count > 1 ? makeEpoll(wakeFD: wakePipe[0]) : -1
         let loop = ServeLoop(
             listeners: listeners, epoll: epoll, context: context, slot: slot,
+            connectionLimit: Self.connectionLimit(maxConnections),
             buffer: UnsafeMutableRawBufferPointer.allocate(byteCount: initialBytes, alignment: 16),
             peer: PeerAddressBuffer.inSlot(slot.slot))
         // The loop works on its own copy of the handler: a local the compiler sees whole, where a
@@ -62,6 +67,13 @@ struct Worker<Handler: ConnectionHandler> {
         let status = loop.run(&handler)
         slot.enter(.exiting)
         _exit(status.rawValue)
+    }
+
+    /// This worker's share of `max-connections-per-worker`: the setting plus up to a quarter more,
+    /// drawn per worker, so that workers started together are not all replaced together.
+    static func connectionLimit(_ maximum: Int) -> Int {
+        guard maximum > 0 else { return .max }
+        return maximum + Int.random(in: 0...(maximum / 4))
     }
 
     /// Wakes the supervisor: this worker's slot now says it is about to park in accept.

@@ -51,6 +51,7 @@ enum WorkerProcess {
     ) -> Never {
         var worker = Worker(
             handler: handler, listeners: launch.listeners, initialBytes: launch.setup.configuration.initialBytes,
+            maxConnections: launch.setup.configuration.maxConnectionsPerWorker,
             context: context, slot: SlotWriter(slot: launch.slot), bootPipe: launch.bootPipe)
         worker.run()
     }
