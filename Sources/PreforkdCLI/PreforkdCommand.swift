@@ -44,6 +44,9 @@ public struct PreforkdCommand: ParsableCommand {
     @Option(name: .setting("handler-timeout"), help: .setting("handler-timeout")) var handlerTimeout: String?
     @Option(name: .setting("max-connections-per-worker"), help: .setting("max-connections-per-worker"))
     var maxConnectionsPerWorker: String?
+    @Option(name: .setting("min-spare"), help: .setting("min-spare")) var minSpare: String?
+    @Option(name: .setting("max-workers"), help: .setting("max-workers")) var maxWorkers: String?
+    @Option(name: .setting("spare-timeout"), help: .setting("spare-timeout")) var spareTimeout: String?
     @Option(name: .setting("backlog"), help: .setting("backlog")) var backlog: String?
     @Option(name: .setting("unix-mode"), help: .setting("unix-mode")) var unixMode: String?
     @Flag(name: .setting("fd-store"), inversion: .prefixedNo, help: .setting("fd-store")) var fdStore: Bool?
@@ -75,7 +78,8 @@ public struct PreforkdCommand: ParsableCommand {
             ("initial-timeout", text(initialTimeout)), ("send-timeout", text(sendTimeout)),
             ("handler", text(handler)), ("graceful-timeout", text(gracefulTimeout)),
             ("boot-timeout", text(bootTimeout)), ("handler-timeout", text(handlerTimeout)),
-            ("max-connections-per-worker", text(maxConnectionsPerWorker)),
+            ("max-connections-per-worker", text(maxConnectionsPerWorker)), ("min-spare", text(minSpare)),
+            ("max-workers", text(maxWorkers)), ("spare-timeout", text(spareTimeout)),
             ("backlog", text(backlog)),
             ("unix-mode", text(unixMode)), ("fd-store", .toggle(fdStore)), ("log-level", text(logLevel)),
             ("log-format", text(logFormat)), ("echo.keep-alive", .toggle(echoKeepAlive)),

@@ -124,6 +124,35 @@ import Testing
         #expect(!daemon.log.contains("died"))
     }
 
+    @Test func thePoolGrowsWhileEveryWorkerIsBusyAndShrinksBackOnceIdle() throws {
+        let daemon = try Daemon(
+            [
+                "--listen", "127.0.0.1:0", "--workers", "1", "--min-spare", "1", "--max-workers", "3",
+                "--spare-timeout", "0.5", "--initial-timeout", "30",
+            ])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        // Two clients hold two workers mid-message; one idle worker more is kept at hand.
+        var held: [Client] = []
+        defer { for client in held { client.close() } }
+        for index in 0..<2 {
+            let client = try Client(port: port)
+            try client.send("held \(index) ")
+            held.append(client)
+            try waitUntil("worker \(index + 2) to be forked") { daemon.workerPIDs().count == index + 2 }
+        }
+        try waitUntil("a third worker, the spare") { daemon.workerPIDs().count == 3 }
+        #expect(try Client.exchange(port: port, "served by the spare<EOF>") == "served by the spare<EOF>")
+        for (index, client) in held.enumerated() {
+            try client.send("done<EOF>")
+            #expect(try client.readToEnd() == "held \(index) done<EOF>")
+        }
+        try waitUntil("the pool back at one worker", seconds: 10) { daemon.workerPIDs().count == 1 }
+        try daemon.waitForLog("retiring it")
+        #expect(try Client.exchange(port: port, "after<EOF>") == "after<EOF>")
+    }
+
     @Test func startedWithChildAndStopSignalsIgnoredItStillReapsRespawnsAndStops() throws {
         // A parent (nohup, a shell's trap) may leave signals ignored across exec. Ignored
         // SIGCHLD makes the kernel reap workers itself; ignored SIGTERM is never seen.

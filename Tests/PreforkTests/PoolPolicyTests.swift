@@ -434,4 +434,75 @@ import Testing
     struct EchoLike: ConnectionHandler {
         mutating func handle(_ connection: Connection, initialData: Span<UInt8>, context: WorkerContext) throws {}
     }
+
+    /// A pool of `workers` that keeps `spare` idle ones, up to `maximum`.
+    static func scalingPool(workers: Int, spare: Int, maximum: Int) -> Pool {
+        var pool = Pool(workers: workers)
+        pool.policy = PoolPolicy(
+            limits: PoolPolicy.Limits(
+                workers: workers, gracefulTimeoutNs: 30_000_000_000, bootTimeoutNs: 30_000_000_000,
+                initialTimeoutNs: 10_000_000_000, minimumSpare: spare, maximumWorkers: maximum,
+                spareTimeoutNs: 5_000_000_000))
+        pool.send(.tick)
+        _ = pool.bootAll()
+        return pool
+    }
+
+    /// Every worker of generation 1 in `stage` since `since`, but `others` in theirs.
+    static func samples(
+        _ pool: Pool, _ stage: Scoreboard.Stage, since: UInt64, others: [Int32: Scoreboard.Stage] = [:]
+    ) -> [PoolPolicy.Progress] {
+        pool.pids(generation: 1).map { PoolPolicy.Progress(pid: $0, stage: others[$0] ?? stage, since: since) }
+    }
+
+    @Test func whenEveryWorkerIsBusyThePoolGrowsBySpareWorkersUpToTheMaximum() {
+        var pool = Self.scalingPool(workers: 2, spare: 1, maximum: 4)
+        var forks = 0
+        for _ in 0..<10 {
+            let busy = Self.samples(pool, .handling, since: pool.now)
+            forks += pool.send(.progress(busy), forks: true).filter { $0 == .fork(generation: 1) }.count
+            _ = pool.bootAll()
+            pool.now += PoolPolicy.growthIntervalNs
+        }
+        #expect(forks == 2, "two more, to the maximum of 4")
+        #expect(pool.policy.targetCount == 4)
+        #expect(pool.pids(generation: 1).count == 4)
+    }
+
+    @Test func aWorkerStillStartingCountsAsSpareSoTheShortageIsNotAnsweredTwice() {
+        var pool = Self.scalingPool(workers: 2, spare: 1, maximum: 8)
+        let first = pool.send(.progress(Self.samples(pool, .handling, since: pool.now)), forks: true)
+        #expect(first.filter { $0 == .fork(generation: 1) }.count == 1)
+        pool.now += PoolPolicy.growthIntervalNs
+        // The new one has not reached accept yet.
+        let newest = pool.pids(generation: 1).last!
+        let again = pool.send(
+            .progress(Self.samples(pool, .handling, since: pool.now, others: [newest: .starting])), forks: true)
+        #expect(!again.contains(.fork(generation: 1)))
+    }
+
+    @Test func extraWorkersIdleForTheSpareTimeoutAreRetiredDownToTheConfiguredPool() {
+        var pool = Self.scalingPool(workers: 1, spare: 1, maximum: 3)
+        for _ in 0..<4 {
+            pool.send(.progress(Self.samples(pool, .handling, since: pool.now)), forks: true)
+            _ = pool.bootAll()
+            pool.now += PoolPolicy.growthIntervalNs
+        }
+        #expect(pool.pids(generation: 1).count == 3)
+        let idleSince = pool.now
+        pool.now += 4_000_000_000
+        #expect(
+            !pool.send(.progress(Self.samples(pool, .accepting, since: idleSince))).contains {
+                if case .terminate = $0 { true } else { false }
+            })
+        pool.now += 1_000_000_000
+        var retired: [Int32] = []
+        for _ in 0..<5 {
+            let actions = pool.send(.progress(Self.samples(pool, .accepting, since: idleSince)))
+            retired += actions.compactMap { if case .terminate(let pid) = $0 { pid } else { nil } }
+            pool.now += PoolPolicy.growthIntervalNs
+        }
+        #expect(retired.count == 2, "down to the one configured worker")
+        #expect(pool.policy.targetCount == 1)
+    }
 }

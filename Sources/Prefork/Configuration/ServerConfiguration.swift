@@ -33,6 +33,14 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// between this and a quarter more, so workers are never all replaced at once. 0, the
     /// default, keeps workers for good.
     public var maxConnectionsPerWorker: Int = 0
+    /// `min-spare`: idle workers to keep at hand. When fewer wait in accept, the supervisor forks
+    /// more, up to `max-workers` (Apache's MinSpareServers). 0, the default, keeps the pool at
+    /// `workers`.
+    public var minimumSpare: Int = 0
+    /// `max-workers`: the most workers `min-spare` may grow the pool to; 0 means `workers`.
+    public var maximumWorkers: Int = 0
+    /// `spare-timeout`: how long a worker beyond `workers` may sit idle before it is retired.
+    public var spareTimeout: Duration = .seconds(10)
     /// `backlog`: the accept queue of each bound listener (the kernel clamps it to somaxconn).
     public var backlog: Int = 4096
     /// `unix-mode`: permissions of the unix socket files preforkd creates.
@@ -119,6 +127,34 @@ public struct ServerConfiguration: Sendable, Equatable {
         .integer(
             "max-connections-per-worker", \.maxConnectionsPerWorker, in: 0...(1 << 40),
             help: "Connections after which a worker is replaced (plus up to a quarter, per worker); 0 for never."),
+        .integer(
+            "min-spare", \.minimumSpare, in: 0...maximumWorkers,
+            help: "Idle workers to keep at hand: fork more, up to max-workers, when fewer wait; 0 to stay at workers."),
+        Setting(
+            key: "max-workers", help: "The most workers min-spare may grow the pool to (0: workers).",
+            flag: .value(name: "n"),
+            read: { value, configuration throws(SettingError) in
+                guard case .integer(let count) = value else {
+                    throw SettingError("expected an integer, got \(value.kindDescription)")
+                }
+                configuration.maximumWorkers = count
+            },
+            parseFlag: { text throws(SettingError) in
+                guard let count = Int(text) else { throw SettingError("expected an integer") }
+                return .integer(count)
+            },
+            render: { .integer($0.maximumWorkers) },
+            check: { configuration throws(SettingError) in
+                let count = configuration.maximumWorkers
+                guard count == 0 || (configuration.workers...maximumWorkers).contains(count) else {
+                    throw SettingError(
+                        "must be 0 or between workers (\(configuration.workers)) and \(maximumWorkers)",
+                        value: .integer(count))
+                }
+            }),
+        .seconds(
+            "spare-timeout", \.spareTimeout, in: .milliseconds(1)...(.seconds(86400)),
+            help: "Seconds a worker beyond workers may sit idle before it is retired."),
         .integer(
             "backlog", \.backlog, in: 1...65535,
             help: "Accept queue length of bound listeners (clamped by the kernel)."),

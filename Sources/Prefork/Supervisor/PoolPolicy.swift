@@ -23,6 +23,16 @@ struct PoolPolicy {
         var initialTimeoutNs: UInt64 = 0
         /// How long a handler may run on one connection; 0 for no limit.
         var handlerTimeoutNs: UInt64 = 0
+        /// Idle workers to keep when every one is busy: more are forked, up to `maximumWorkers`
+        /// (0: the pool stays at `workers`).
+        var minimumSpare = 0
+        /// The most workers the pool grows to (never below `workers`).
+        var maximumWorkers = 0
+        /// How long a worker beyond `workers` may sit idle before it is retired.
+        var spareTimeoutNs: UInt64 = 10_000_000_000
+
+        /// Whether the pool grows and shrinks with demand.
+        var scales: Bool { minimumSpare > 0 && maximumWorkers > workers }
     }
 
     /// A worker's stage as its scoreboard slot shows it.
@@ -183,6 +193,16 @@ struct PoolPolicy {
     /// Not before this time may a missing worker be forked.
     private(set) var nextForkAt: UInt64 = 0
     private var respawnDelayNs: UInt64 = 0
+    /// Workers forked beyond `limits.workers` because every one was busy.
+    private(set) var extraWorkers = 0
+    /// How many extra workers the next growth step may add (1, doubling while demand lasts, as
+    /// Apache's prefork does), and when the next step may come.
+    private var growthStep = 1
+    private var nextGrowthAt: UInt64 = 0
+    /// The interval between growth steps.
+    static let growthIntervalNs: UInt64 = 100_000_000
+    /// The most one growth step adds.
+    static let maximumGrowthStep = 32
     /// One "no free slot" line per shortage, not one per retry.
     private var slotShortageReported = false
     let maximumWorkers: Int
@@ -193,6 +213,9 @@ struct PoolPolicy {
     }
 
     // MARK: - queries
+
+    /// The workers the pool keeps now: the configured ones and those demand added.
+    var targetCount: Int { limits.workers + extraWorkers }
 
     /// Workers of the current generation that serve (not told to stop).
     var servingCount: Int { workers.values.reduce(0) { $0 + ($1.generation == generation && $1.isServing ? 1 : 0) } }
@@ -214,7 +237,7 @@ struct PoolPolicy {
     /// nil when only an event can change anything.
     func nextDeadline() -> UInt64? {
         var times: [UInt64] = []
-        if phase == .running && servingCount < limits.workers { times.append(nextForkAt) }
+        if phase == .running && servingCount < targetCount { times.append(nextForkAt) }
         if let reload { times.append(reload.deadline) }
         for worker in workers.values where !worker.killed {
             if let killAt = worker.killAt { times.append(killAt) }
@@ -257,6 +280,7 @@ struct PoolPolicy {
             startGeneration(next, now: now, into: &actions)
         case .progress(let samples):
             killOverdue(samples, now: now, into: &actions)
+            if limits.scales, phase == .running, reload == nil { scale(samples, now: now, into: &actions) }
         case .reloadRejected(let reason):
             actions.append(.log(.error, "SIGHUP: reload rejected, keeping generation \(generation): \(reason)"))
             startQueuedReload(into: &actions)
@@ -330,6 +354,8 @@ struct PoolPolicy {
             deadline: now + next.bootTimeoutNs)
         generation = lastGeneration
         limits = next
+        extraWorkers = 0
+        growthStep = 1
         consecutiveBootFailures = 0
         respawnDelayNs = 0
         nextForkAt = 0
@@ -415,6 +441,7 @@ struct PoolPolicy {
             ))
         generation = pending.previous
         limits = pending.previousLimits
+        extraWorkers = 0
         reload = nil
         for pid in workers.keys.sorted() where workers[pid]!.generation == pending.generation {
             // One that never booted has no client: kill it (it may hang in its set-up).
@@ -460,6 +487,43 @@ struct PoolPolicy {
             workers[sample.pid]!.overdue = true
             actions.append(.killOverdue(pid: sample.pid, stage: sample.stage, elapsedNs: elapsed, limitNs: limit))
         }
+    }
+
+    /// Spare workers (Apache's MinSpare/MaxRequestWorkers): when fewer than `minimumSpare` of the
+    /// current generation wait in accept, fork more — a step every 100 ms, doubling from one up
+    /// to 32 while the shortage lasts — up to `maximumWorkers`. A worker beyond `workers` that
+    /// has waited in accept for `spareTimeout` is retired, one per step.
+    private mutating func scale(_ samples: [Progress], now: UInt64, into actions: inout [Action]) {
+        guard now >= nextGrowthAt else { return }
+        let current = samples.filter { workers[$0.pid].map { $0.generation == generation && $0.isServing } ?? false }
+        let idle = current.filter { $0.stage == .accepting }
+        let starting = servingCount - current.filter { $0.stage >= .accepting }.count
+        let ceiling = max(limits.maximumWorkers, limits.workers)
+        let missing = limits.minimumSpare - idle.count - starting
+        if missing > 0, targetCount < ceiling {
+            let added = min(missing, growthStep, ceiling - targetCount)
+            extraWorkers += added
+            actions.append(
+                .log(
+                    .info,
+                    "\(idle.count) idle of \(servingCount) workers; forking \(added) more (up to \(ceiling))"))
+            growthStep = min(growthStep * 2, Self.maximumGrowthStep)
+            nextGrowthAt = now + Self.growthIntervalNs
+            return
+        }
+        growthStep = 1
+        guard extraWorkers > 0, idle.count > limits.minimumSpare,
+            let longest = idle.filter({ now >= $0.since && now - $0.since >= limits.spareTimeoutNs })
+                .min(by: { $0.since < $1.since })
+        else { return }
+        extraWorkers -= 1
+        actions.append(
+            .log(
+                .info,
+                "Worker \(workers[longest.pid]!.number) idle for \(Self.seconds(limits.spareTimeoutNs)) s; retiring it (\(targetCount) workers)"
+            ))
+        retire(longest.pid, now: now, killAt: now + limits.gracefulTimeoutNs, into: &actions)
+        nextGrowthAt = now + Self.growthIntervalNs
     }
 
     // MARK: - after every event
@@ -527,7 +591,7 @@ struct PoolPolicy {
                 startQueuedReload(into: &actions)
             }
         }
-        if now >= nextForkAt, servingCount < limits.workers {
+        if now >= nextForkAt, servingCount < targetCount {
             actions.append(.fork(generation: generation))
         }
     }
@@ -550,7 +614,7 @@ struct PoolPolicy {
     /// TTOU: the newest serving workers of the current generation beyond the target stop.
     private mutating func retireSurplus(now: UInt64, into actions: inout [Action]) {
         let serving = workers.values.filter { $0.generation == generation && $0.isServing }
-        let surplus = serving.count - limits.workers
+        let surplus = serving.count - targetCount
         guard surplus > 0 else { return }
         // Not yet booted ones first (they serve nobody), then the newest.
         let unbooted = serving.filter { !$0.booted }.sorted { $0.pid < $1.pid }

@@ -243,7 +243,9 @@ final class Supervisor {
             gracefulTimeoutNs: Monotonic.nanoseconds(configuration.gracefulTimeout),
             bootTimeoutNs: Monotonic.nanoseconds(configuration.bootTimeout),
             initialTimeoutNs: Monotonic.nanoseconds(configuration.initialTimeout),
-            handlerTimeoutNs: Monotonic.nanoseconds(configuration.handlerTimeout))
+            handlerTimeoutNs: Monotonic.nanoseconds(configuration.handlerTimeout),
+            minimumSpare: configuration.minimumSpare, maximumWorkers: configuration.maximumWorkers,
+            spareTimeoutNs: Monotonic.nanoseconds(configuration.spareTimeout))
     }
 
     // MARK: - status
