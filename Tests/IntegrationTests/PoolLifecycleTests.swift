@@ -153,6 +153,43 @@ import Testing
         #expect(try Client.exchange(port: port, "after<EOF>") == "after<EOF>")
     }
 
+    @Test func aRolledBackReloadLeavesTheServingListenerAsItWas() throws {
+        // The new configuration adds a listener (workers over two listeners need them
+        // non-blocking) and cannot boot (a 1 GiB buffer under a 900 MB address-space limit).
+        // Rolled back, the old generation's listener must be blocking again: its workers wait
+        // in accept4, not in poll.
+        let config = try TestConfigFile("listen = \"127.0.0.1:0\"\nworkers = 1\n")
+        defer { config.remove() }
+        let daemon = try Daemon(
+            ["--as=900000000", Binaries.preforkd, "--config", config.path], binary: "/usr/bin/prlimit")
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        try config.write(
+            """
+            listen = ["127.0.0.1:0", "127.0.0.2:0"]
+            workers = 1
+            [echo]
+            max-message-bytes = 1073741824
+            """)
+        daemon.signal(SIGHUP)
+        try daemon.waitForLog("Reload abandoned", seconds: 30)
+        try waitUntil("READY=1 after the rollback", seconds: 10) {
+            daemon.notify.poll(seconds: 0.05)
+            return daemon.notify.count(of: "READY=1", from: daemon.pid) == 2
+        }
+        // One exchange sends the worker back into accept.
+        #expect(try Client.exchange(port: port, "after the rollback<EOF>") == "after the rollback<EOF>")
+        let worker = daemon.workerPIDs()
+        #expect(worker.count == 1)
+        var seen = ""
+        try waitUntil("the worker blocked in accept4") {
+            seen = Self.blockedIn(worker[0])
+            return seen == Self.accept4 || seen == Self.poll
+        }
+        #expect(seen == Self.accept4)
+    }
+
     @Test func startedWithChildAndStopSignalsIgnoredItStillReapsRespawnsAndStops() throws {
         // A parent (nohup, a shell's trap) may leave signals ignored across exec. Ignored
         // SIGCHLD makes the kernel reap workers itself; ignored SIGTERM is never seen.
