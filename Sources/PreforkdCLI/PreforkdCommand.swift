@@ -50,6 +50,8 @@ public struct PreforkdCommand: ParsableCommand {
     @Option(name: .setting("backlog"), help: .setting("backlog")) var backlog: String?
     @Option(name: .setting("unix-mode"), help: .setting("unix-mode")) var unixMode: String?
     @Flag(name: .setting("fd-store"), inversion: .prefixedNo, help: .setting("fd-store")) var fdStore: Bool?
+    @Flag(name: .setting("defer-accept"), inversion: .prefixedNo, help: .setting("defer-accept"))
+    var deferAccept: Bool?
     @Option(name: .setting("log-level"), help: .setting("log-level")) var logLevel: String?
     @Option(name: .setting("log-format"), help: .setting("log-format")) var logFormat: String?
     @Flag(name: .setting("echo.keep-alive"), inversion: .prefixedNo, help: .setting("echo.keep-alive"))
@@ -81,7 +83,8 @@ public struct PreforkdCommand: ParsableCommand {
             ("max-connections-per-worker", text(maxConnectionsPerWorker)), ("min-spare", text(minSpare)),
             ("max-workers", text(maxWorkers)), ("spare-timeout", text(spareTimeout)),
             ("backlog", text(backlog)),
-            ("unix-mode", text(unixMode)), ("fd-store", .toggle(fdStore)), ("log-level", text(logLevel)),
+            ("unix-mode", text(unixMode)), ("fd-store", .toggle(fdStore)), ("defer-accept", .toggle(deferAccept)),
+            ("log-level", text(logLevel)),
             ("log-format", text(logFormat)), ("echo.keep-alive", .toggle(echoKeepAlive)),
             ("echo.idle-timeout", text(echoIdleTimeout)), ("echo.max-message-bytes", text(echoMaxMessageBytes)),
             ("echo.message-timeout", text(echoMessageTimeout)),

@@ -190,6 +190,38 @@ import Testing
         #expect(seen == Self.accept4)
     }
 
+    @Test func clientsThatSendNothingNeverOccupyAWorker() throws {
+        // One worker, a 30 s initial timeout, and 50 clients that connect and send nothing: the
+        // kernel holds them (TCP_DEFER_ACCEPT), so the worker stays in accept4 and a client that
+        // does send is served at once.
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1", "--initial-timeout", "30"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        var silent: [Client] = []
+        defer { for client in silent { client.close() } }
+        for _ in 0..<50 { silent.append(try Client(port: port)) }
+        for round in 0..<20 {
+            let client = try Client(port: port, timeout: 2)
+            defer { client.close() }
+            try client.send("round \(round)<EOF>")
+            #expect(try client.readToEnd() == "round \(round)<EOF>")
+        }
+        #expect(Self.blockedIn(daemon.workerPIDs()[0]) == Self.accept4)
+    }
+
+    @Test func withoutDeferAcceptASilentClientHoldsTheWorkerUntilItsTimeout() throws {
+        // What --no-defer-accept is for (a server that speaks first sees the client at once),
+        // and what it costs.
+        let daemon = try Daemon(
+            ["--listen", "127.0.0.1:0", "--workers", "1", "--initial-timeout", "30", "--no-defer-accept"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let silent = try Client(port: try daemon.port())
+        defer { silent.close() }
+        try waitUntil("the worker to read from the silent client") { (try? busyWorkers(daemon)) == 1 }
+    }
+
     @Test func startedWithChildAndStopSignalsIgnoredItStillReapsRespawnsAndStops() throws {
         // A parent (nohup, a shell's trap) may leave signals ignored across exec. Ignored
         // SIGCHLD makes the kernel reap workers itself; ignored SIGTERM is never seen.
@@ -340,6 +372,9 @@ import Testing
         for _ in 0..<40 { clients.append(try Client(port: port)) }
         defer { for client in clients { client.close() } }
         #expect(try Client.exchange(port: port, "after the silent ones<EOF>") == "after the silent ones<EOF>")
+        // Each silent one is closed by the server once its initial timeout (rounded up to TCP's
+        // retransmission schedule: 1 s here) has passed.
+        for client in clients { #expect(try client.readToEnd() == "") }
         let lines = daemon.log.split(separator: "\n").filter { $0.contains("initial read timed out") }
         #expect((5...10).contains(lines.count), "\(lines.count) lines")
     }

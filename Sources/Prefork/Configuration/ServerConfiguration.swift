@@ -41,6 +41,11 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var maximumWorkers: Int = 0
     /// `spare-timeout`: how long a worker beyond `workers` may sit idle before it is retired.
     public var spareTimeout: Duration = .seconds(10)
+    /// `defer-accept`: on the TCP listeners preforkd binds, let the kernel hold a connection until
+    /// its first bytes arrive (TCP_DEFER_ACCEPT), so that clients that send nothing never occupy
+    /// a worker; they are closed once `initial-timeout` (rounded up to TCP's retransmission
+    /// schedule) has passed. Turn it off for protocols where the server speaks first.
+    public var deferAccept: Bool = true
     /// `backlog`: the accept queue of each bound listener (the kernel clamps it to somaxconn).
     public var backlog: Int = 4096
     /// `unix-mode`: permissions of the unix socket files preforkd creates.
@@ -171,6 +176,11 @@ public struct ServerConfiguration: Sendable, Equatable {
             check: { configuration throws(SettingError) in
                 guard configuration.unixMode <= 0o777 else { throw SettingError("must be an octal mode from 0 to 777") }
             }),
+        .boolean(
+            "defer-accept", \.deferAccept,
+            help:
+                "Hold TCP connections in the kernel until their first bytes arrive (off where the server speaks first).",
+            defaultDescription: "on"),
         .boolean(
             "fd-store", \.fileDescriptorStore,
             help: "Hand self-bound listeners to systemd's fd store so a restart keeps them.",

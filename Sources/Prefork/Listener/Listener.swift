@@ -25,6 +25,16 @@ public final class Listener: Sendable, Equatable {
     let fileDescriptor: Int32
     /// The address it actually listens on (port 0 resolved), e.g. `127.0.0.1:41234`.
     public let address: String
+
+    /// Whether it is a TCP socket (IPv4 or IPv6) rather than a unix one.
+    var isTCP: Bool {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let named = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fileDescriptor, $0, &length) }
+        }
+        return named == 0 && (Int32(storage.ss_family) == AF_INET || Int32(storage.ss_family) == AF_INET6)
+    }
     /// The configured address it was bound from; nil for an activated socket.
     public let configured: ListenAddress?
     /// A name to tell listeners apart: systemd's `FileDescriptorName=` or the configured address.

@@ -181,6 +181,7 @@ struct ListenerBook {
     ) throws(SystemCallError) {
         for listener in listeners {
             try listener.setTimeouts(receive: configuration.initialTimeout, send: configuration.sendTimeout)
+            try deferAccepts(on: listener, configuration)
             let flags = fcntl(listener.fileDescriptor, F_GETFL)
             guard flags >= 0 else { throw SystemCallError.current("fcntl F_GETFL", listener.address) }
             let wanted = listenerCount > 1 ? flags | O_NONBLOCK : flags & ~O_NONBLOCK
@@ -188,6 +189,25 @@ struct ListenerBook {
                 throw SystemCallError.current("fcntl F_SETFL", listener.address)
             }
         }
+    }
+
+    /// TCP_DEFER_ACCEPT on the TCP listeners preforkd owns: the kernel completes a connection
+    /// for accept only once its first bytes arrive, so a client that sends nothing never holds
+    /// a worker; after `initial-timeout` (rounded up to TCP's retransmission schedule: 1, 3, 7,
+    /// 15, 31… s) it is handed over empty, and closed at once. Sockets from systemd keep what
+    /// their unit says (`DeferAcceptSec=`).
+    private static func deferAccepts(on listener: Listener, _ configuration: ServerConfiguration)
+        throws(SystemCallError)
+    {
+        guard listener.origin != .activated, listener.isTCP else { return }
+        let seconds = configuration.deferAccept ? Int32(max(1, configuration.initialTimeout.inSeconds.rounded(.up))) : 0
+        var value = seconds
+        guard
+            setsockopt(
+                listener.fileDescriptor, Int32(IPPROTO_TCP), TCP_DEFER_ACCEPT, &value,
+                socklen_t(MemoryLayout<Int32>.size)
+            ) == 0
+        else { throw SystemCallError.current("setsockopt TCP_DEFER_ACCEPT", listener.address) }
     }
 
     private static func makeNonBlocking(_ listeners: [Listener]) throws(SystemCallError) {

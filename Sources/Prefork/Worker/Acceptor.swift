@@ -86,12 +86,18 @@ func acceptConnection(on listener: Int32, peer: PeerAddressBuffer) throws(Accept
     }
 }
 
-/// The initial read: one `read` of at most `buffer.count` bytes, bounded by the listener's
+/// The initial read: one `recv` of at most `buffer.count` bytes, bounded by the listener's
 /// receive timeout. Returns the byte count (≥ 1).
+///
+/// `immediate`: the listener holds connections back until their first bytes arrive
+/// (TCP_DEFER_ACCEPT), so the bytes are there already or never came: read without waiting.
 @inline(__always)
-func readInitialData(from fd: Int32, into buffer: UnsafeMutableRawBufferPointer) throws(AcceptError) -> Int {
+func readInitialData(
+    from fd: Int32, into buffer: UnsafeMutableRawBufferPointer, immediate: Bool = false
+) throws(AcceptError) -> Int {
+    let flags = immediate ? Int32(MSG_DONTWAIT) : 0
     while true {
-        let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
+        let n = recv(fd, buffer.baseAddress, buffer.count, flags)
         if n > 0 { return n }
         if n == 0 { throw .peerClosedBeforeSending }
         let error = Errno(rawValue: Glibc.errno)

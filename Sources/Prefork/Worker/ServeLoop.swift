@@ -19,6 +19,9 @@ struct ServeLoop {
     let slot: SlotWriter
     /// Connections after which this worker exits to be replaced by a fresh one (Int.max: never).
     let connectionLimit: Int
+    /// Per listener: it defers accepts until the first bytes arrive (TCP_DEFER_ACCEPT), so the
+    /// initial read need not wait.
+    let defersAccept: [Bool]
     /// The initial read's buffer: one per worker, reused by every connection.
     let buffer: UnsafeMutableRawBufferPointer
     /// Where accept4 leaves the client's address.
@@ -36,6 +39,7 @@ struct ServeLoop {
         buffer: UnsafeMutableRawBufferPointer, peer: PeerAddressBuffer
     ) {
         self.connectionLimit = connectionLimit
+        self.defersAccept = listeners.map { Self.defersAccept($0.fileDescriptor) }
         self.listeners = listeners
         self.epoll = epoll
         self.context = context
@@ -50,6 +54,8 @@ struct ServeLoop {
         var backoff = Backoff()
         // One listener (the usual case): accept on it directly, no epoll.
         let onlyFD = epoll < 0 ? listeners[0].fileDescriptor : -1
+        // Looked up once: the one listener's flag, or per connection with several.
+        let onlyDefers = epoll < 0 && defersAccept[0]
         var served = 0
         while StopRequest.current == .none {
             slot.enter(.accepting)
@@ -80,7 +86,8 @@ struct ServeLoop {
                 continue
             }
             slot.enter(.reading)
-            serveConnection(fd, listenerIndex: listenerIndex, handler: &handler)
+            let immediate = onlyFD >= 0 ? onlyDefers : defersAccept[listenerIndex]
+            serveConnection(fd, listenerIndex: listenerIndex, immediate: immediate, handler: &handler)
             close(fd)
             served &+= 1
             if served >= connectionLimit { return .recycled }
@@ -89,10 +96,12 @@ struct ServeLoop {
     }
 
     @inline(__always)
-    private func serveConnection<Handler: ConnectionHandler>(_ fd: Int32, listenerIndex: Int, handler: inout Handler) {
+    private func serveConnection<Handler: ConnectionHandler>(
+        _ fd: Int32, listenerIndex: Int, immediate: Bool, handler: inout Handler
+    ) {
         let count: Int
         do {
-            count = try readInitialData(from: fd, into: buffer)
+            count = try readInitialData(from: fd, into: buffer, immediate: immediate)
         } catch {
             logInitialReadFailure(error)
             return
@@ -119,6 +128,13 @@ struct ServeLoop {
                 "Connection from \(peer) failed: \(error)",
                 metadata: ["peer": "\(peer)", "listener": "\(connection.listener.name)"])
         }
+    }
+
+    /// Whether `listener` has TCP_DEFER_ACCEPT set (by preforkd, or by systemd's `DeferAcceptSec=`).
+    static func defersAccept(_ listener: Int32) -> Bool {
+        var seconds: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(listener, Int32(IPPROTO_TCP), TCP_DEFER_ACCEPT, &seconds, &length) == 0 && seconds > 0
     }
 
     /// The client's address as accept4 captured it, as text.
