@@ -64,6 +64,18 @@ import Testing
         #expect(try exchange(initial: "abc<E", then: "OF>") == "abc<EOF>")
     }
 
+    @Test(arguments: ["<<EOF>", "a<b<E<EO<EOF<EOF>", "<EOF<EOF>", "<EO" + "F>", "<EOF>"])
+    func theTagIsFoundAfterFalseStartsOfIt(message: String) throws {
+        #expect(try exchange(initial: Array(message.utf8)) == Array(message.utf8))
+    }
+
+    @Test(arguments: [1, 2, 3, 4])
+    func aTagSplitAfterAnyOfItsBytesIsFound(split: Int) throws {
+        let message = Array("abc<EOF>".utf8)
+        let cut = 3 + split
+        #expect(try exchange(initial: Array(message[..<cut]), then: Array(message[cut...])) == message)
+    }
+
     @Test func anOversizeMessageIsClosedWithoutReply() throws {
         let limited = configuration(maxMessageBytes: 16)
         #expect(try exchange(limited, initial: "0123456789", then: String(repeating: "x", count: 40) + "<EOF>") == "")
