@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Completes the mdoc page swift-argument-parser's generate-manual writes from the binary.
 
-  assemble.py GENERATED SECTIONS OUTPUT
+  assemble.py GENERATED SECTIONS OUTPUT [OS]
 
 Keeps the generated NAME and SYNOPSIS and the option list (as an OPTIONS section), drops what
 generate-manual adds for commands with subcommands (which preforkd has none of), its generic EXIT
@@ -18,6 +18,8 @@ def fail(message):
 
 
 generated_path, sections_path, output_path = sys.argv[1:4]
+# The footer's operating-system field (generate-manual leaves it empty, which renders as "BSD").
+os_name = sys.argv[4] if len(sys.argv) > 4 else ""
 lines = open(generated_path, encoding="utf-8").read().splitlines()
 hand = [line for line in open(sections_path, encoding="utf-8").read().splitlines()]
 
@@ -41,7 +43,7 @@ def section(lines, starts, name):
     return []
 
 
-prologue = lines[:starts[0]]
+prologue = [".Os " + os_name if line == ".Os" and os_name else line for line in lines[:starts[0]]]
 # mdoc's .Nd takes no trailing period (the abstract of --help has one).
 name = [re.sub(r"\.\"?$", lambda m: m.group(0)[1:], l) if l.startswith(".Nd ") else l
         for l in section(lines, starts, "NAME")]
