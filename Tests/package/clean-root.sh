@@ -4,6 +4,7 @@
 # it with `systemd-nspawn --volatile=overlay`, so it stays as debootstrap left it.
 #
 # Usage: Tests/package/clean-root.sh
+# To start from a newer snapshot of the suite, delete the cached directory; the next run makes it.
 # Environment: PREFORKD_ROOT_CACHE  where roots are cached [/var/cache/preforkd-package-test]
 #              PREFORKD_SUITE       the Debian suite [bookworm]
 #              PREFORKD_MIRROR      [the first deb.debian.org-style URI of the host's apt sources]

@@ -36,6 +36,10 @@ DEB=$DEB_DIR/preforkd_${VERSION}_${ARCH}.deb
 [ -f "$DEB" ] || { echo "test-package: $DEB not found: run make deb" >&2; exit 2; }
 UPGRADE_VERSION=$VERSION+upgradetest1
 
+# The clean root first, outside the test's own deadline: the first run on a machine debootstraps
+# it (about a minute and a half; clean-root.sh bounds that itself).
+CLEAN_ROOT=$("$HERE/clean-root.sh") || { echo "test-package: no clean Debian root (debootstrap failed)" >&2; exit 1; }
+
 WORK=$(mktemp -d /tmp/preforkd-test-package.XXXXXX)
 LOG=$WORK/container.log
 MACHINE=preforkd-package-$$
@@ -122,7 +126,6 @@ else
 fi
 
 # --- boot a clean Debian root -------------------------------------------------------------------
-CLEAN_ROOT=$("$HERE/clean-root.sh") || { not_ok "a clean Debian root (debootstrap)"; echo "$passed passed, $failed failed"; exit 1; }
 if [ -d "$CLEAN_ROOT/opt/swift" ] || [ -e "$CLEAN_ROOT/usr/bin/swift" ]; then
     not_ok "the clean root has no Swift toolchain"
 else
