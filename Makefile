@@ -60,10 +60,15 @@ deb: deps
 test-package: deb
 	Tests/package/test-package.sh $(DEB_DIR)
 
-install: release
-	packaging/build-manpage $(RELEASE_DIR)/release/preforkd $(RELEASE_DIR) $(RELEASE_DIR)/preforkd.8
+# The release build, linked as the package's is: no $$ORIGIN run path, immediate binding.
+INSTALL_BUILD = $(SWIFT) build -c release --static-swift-stdlib --disable-local-rpath \
+	-Xlinker -z -Xlinker now --scratch-path $(RELEASE_DIR)
+
+install: deps
+	$(INSTALL_BUILD) --product preforkd
+	packaging/build-manpage $$($(INSTALL_BUILD) --show-bin-path)/preforkd $(RELEASE_DIR) $(RELEASE_DIR)/preforkd.8
 	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" SYSCONFDIR="$(SYSCONFDIR)" \
-	    packaging/install-files $(RELEASE_DIR)/release/preforkd $(RELEASE_DIR)/preforkd.8
+	    packaging/install-files $$($(INSTALL_BUILD) --show-bin-path)/preforkd $(RELEASE_DIR)/preforkd.8
 
 uninstall:
 	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" SYSCONFDIR="$(SYSCONFDIR)" packaging/install-files --uninstall
