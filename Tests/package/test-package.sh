@@ -247,10 +247,13 @@ check "the conffile is edited locally" IN grep -q 'edited locally' /etc/preforkd
 socket_since=$(prop preforkd.socket ActiveEnterTimestampMonotonic)
 pid_before=$(prop preforkd.service MainPID)
 
+# 4 clients, each making an exchange every 2 ms, until the stop file: from before dpkg starts until
+# after the new service runs. Bounded (40 s, 100000 exchanges, 70 s in all) far above the ~2 s an
+# upgrade takes here, so that only a hung upgrade, not a slow machine, reaches a bound.
 load_out=$WORK/load-upgrade.json
 stop_file=$WORK/stop-load
-nsenter -t "$LEADER" -n -- timeout 60 python3 "$CLIENT" 127.0.0.1 "$PORT" load --stop-file "$stop_file" \
-    --seconds 30 --max 20000 --threads 4 --interval 0.002 --timeout 10 >"$load_out" 2>&1 &
+nsenter -t "$LEADER" -n -- timeout 70 python3 "$CLIENT" 127.0.0.1 "$PORT" load --stop-file "$stop_file" \
+    --seconds 40 --max 100000 --threads 4 --interval 0.002 --timeout 10 >"$load_out" 2>&1 &
 loader=$!
 started() { grep -q '"event": "started"' "$load_out"; }
 upgrade_rc=-
