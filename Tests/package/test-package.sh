@@ -109,6 +109,30 @@ else
     not_ok "Depends names the shared libraries the binary links (libc6, libsystemd0)"; note "Depends: $depends"
 fi
 
+# The man page and the completions as shipped.
+page=$(zcat "$WORK/extracted/usr/share/man/man8/preforkd.8.gz")
+sections=$(printf '%s\n' "$page" | sed -n 's/^\.Sh "\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' | paste -sd, | sed 's/,/, /g')
+missing=()
+for name in NAME SYNOPSIS DESCRIPTION OPTIONS CONFIGURATION SIGNALS "EXIT STATUS" FILES; do
+    printf '%s\n' "$page" | grep -qxE "\.Sh \"?$name\"?" || missing+=("$name")
+done
+for option in $("$BIN" --help | grep -oE -- '--[a-z][a-z0-9-]*' | sort -u); do
+    printf '%s\n' "$page" | grep -qE -- "^\.It Fl (.* , )?-${option#--}( |$)" || missing+=("$option")
+done
+if [ ${#missing[@]} -eq 0 ] && printf '%s\n' "$page" | grep -qx '\.Dt PREFORKD 8'; then
+    ok "preforkd(8) has every option of --help and the sections $sections"
+else
+    not_ok "preforkd(8) misses: ${missing[*]}"
+fi
+completion=$(bash -c 'source "$1" && complete -p preforkd' bash "$WORK/extracted/usr/share/bash-completion/completions/preforkd" 2>&1)
+if printf '%s' "$completion" | grep -q 'preforkd$' && ! head -1 "$WORK/extracted/usr/share/bash-completion/completions/preforkd" | grep -q '^#!' &&
+    grep -q -- 'workers' "$WORK/extracted/usr/share/zsh/vendor-completions/_preforkd" &&
+    grep -q -- 'workers' "$WORK/extracted/usr/share/fish/vendor_completions.d/preforkd.fish"; then
+    ok "the bash completion loads ($completion); zsh and fish completions name the options"
+else
+    not_ok "the shell completions"; note "bash: $completion"
+fi
+
 # The upgrade: the same files and maintainer scripts under a higher version, and a change to the
 # shipped conffile (as an upstream change would bring), so that dpkg has to decide about a
 # locally edited one.
