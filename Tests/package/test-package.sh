@@ -2,18 +2,21 @@
 # Tests the Debian package the way a distribution would: installs it into a minimal Debian root
 # (debootstrap, no Swift toolchain, cached by clean-root.sh) booted with systemd in a container,
 # and checks what a user of the package sees:
-#   the binary (hardening-check on the host; ldd in the root names only the root's libraries);
+#   the binary (hardening-check on the host; ldd in the root names only the root's libraries),
+#   the man page's sections and options, the completions;
 #   install: the socket enabled and listening, the service started by the first connection and
 #   echoing, --version and --check-config on the shipped conffile, the daemon's journal entries;
 #   upgrade to a package with a higher version under a bounded client load: 0 failed exchanges,
-#   the socket never restarted, the service restarted, a locally edited conffile kept;
+#   the socket never restarted, the service restarted, a locally edited conffile kept. The newer
+#   package is this one repacked (dpkg-deb -R, -b) with a higher Version and a change to the
+#   shipped conffile: the same binary, files and maintainer scripts, which dpkg runs for real;
 #   remove: both units stopped, the socket gone; purge: nothing left (no unit, no /etc/preforkd,
 #   no enablement, no dpkg record).
 # Prints TAP-style `ok - …` / `not ok - …` lines and `N passed, M failed`; no check is skipped.
 #
 # Usage (root): Tests/package/test-package.sh DEB_DIR
 #   DEB_DIR holds preforkd_VERSION_ARCH.deb as `make deb` (packaging/build-deb) leaves it.
-# Environment: PREFORKD_TEST_KEEP=1 keeps the work directory (container log, journal).
+# Environment: PREFORKD_TEST_KEEP=1 keeps the work directory (container log, client output).
 set -uo pipefail
 
 DEB_DIR=${1:-}
