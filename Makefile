@@ -5,7 +5,7 @@ BUILD_FLAGS ?=
 RELEASE_DIR := .build-release
 ADDRESS ?= 127.0.0.1:11000
 
-.PHONY: all deps build release run test lint format bench clean
+.PHONY: all deps build release run test lint format bench clean deb test-package install uninstall
 
 all: build
 
@@ -41,3 +41,34 @@ bench: deps
 
 clean:
 	rm -rf .build $(RELEASE_DIR)
+
+# --- The Debian package and `make install` (packaging/) -----------------------------------------
+# `make deb`: .build-deb/preforkd_VERSION_ARCH.deb (+ -dbgsym) with debhelper, offline, checked by
+# lintian; the version is the top entry of packaging/debian/changelog. `make test-package`: that
+# package installed, upgraded under load, removed and purged in a clean Debian root booted with
+# systemd (Tests/package/). `make install`: the same files under PREFIX (default /usr/local) and
+# SYSCONFDIR (/etc), staged under DESTDIR if set; `make uninstall` removes them.
+DEB_DIR := .build-deb
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+DESTDIR ?=
+
+deb: deps
+	@scripts/install-package-deps
+	packaging/build-deb $(DEB_DIR)
+
+test-package: deb
+	Tests/package/test-package.sh $(DEB_DIR)
+
+# The release build, linked as the package's is: no $$ORIGIN run path, immediate binding.
+INSTALL_BUILD = $(SWIFT) build -c release --static-swift-stdlib --disable-local-rpath \
+	-Xlinker -z -Xlinker now --scratch-path $(RELEASE_DIR)
+
+install: deps
+	$(INSTALL_BUILD) --product preforkd
+	packaging/build-manpage $$($(INSTALL_BUILD) --show-bin-path)/preforkd $(RELEASE_DIR) $(RELEASE_DIR)/preforkd.8
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" SYSCONFDIR="$(SYSCONFDIR)" \
+	    packaging/install-files $$($(INSTALL_BUILD) --show-bin-path)/preforkd $(RELEASE_DIR)/preforkd.8
+
+uninstall:
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" SYSCONFDIR="$(SYSCONFDIR)" packaging/install-files --uninstall

@@ -85,9 +85,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict,
+            plugins: ["PackageVersion"]
         ),
         .executableTarget(name: "preforkd", dependencies: ["PreforkdCLI"], swiftSettings: strict),
+        // `packageVersion` (what --version prints) from the top entry of packaging/debian/changelog.
+        .plugin(name: "PackageVersion", capability: .buildTool(), path: "packaging/version-plugin"),
         .executableTarget(
             name: "UppercaseServer",
             dependencies: ["Prefork", .product(name: "Logging", package: "swift-log")],

@@ -6,8 +6,8 @@ import PreforkHandlers
 
 /// `preforkd`: the command line. Synchronous on purpose — no async runtime may start before fork.
 public struct PreforkdCommand: ParsableCommand {
-    /// The version `--version` prints.
-    public static let version = "0.1.0"
+    /// The version `--version` prints: the top entry of packaging/debian/changelog.
+    public static let version = packageVersion
 
     /// The command's name, summary and help text.
     public static let configuration = CommandConfiguration(

@@ -48,7 +48,8 @@ verify() {
     local dir=$1 label=$2; shift 2
     local out rc
     checks=$((checks + 1))
-    out=$(cd "$dir" && systemd-analyze verify "${@/#/./}" 2>&1); rc=$?
+    # --man=no: Documentation=man:preforkd(8) is installed with the package, not on this machine.
+    out=$(cd "$dir" && systemd-analyze verify --man=no "${@/#/./}" 2>&1); rc=$?
     if [ $rc -ne 0 ] || [ -n "$out" ]; then
         fail "verify $label (exit $rc)"
         printf '%s\n' "$out" | sed 's/^/#   /'
