@@ -27,6 +27,7 @@ test: deps lint
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	$(SWIFT) test --skip-build $(BUILD_FLAGS)
 	Tests/e2e/check-units.sh $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))/preforkd
+	packaging/check-config-keys $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))/preforkd systemd/preforkd.toml
 	Tests/e2e/nspawn-e2e.sh $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))
 
 # The formatter ships with the toolchain; .swift-format holds the project's settings.
