@@ -222,6 +222,53 @@ import Testing
         try waitUntil("the worker to read from the silent client") { (try? busyWorkers(daemon)) == 1 }
     }
 
+    @Test func reloadsAndConnectionsLeaveNoDescriptorZombieOrSocketFileBehind() throws {
+        // Each reload binds a unix socket it drops again the next time, and moves a TCP one.
+        let directory = NSTemporaryDirectory() + "preforkd-leak-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        func config(_ round: Int) -> String {
+            "listen = [\"127.0.0.1:0\", \"unix:\(directory)/r\(round % 2).sock\"]\nworkers = 2\n"
+        }
+        let file = try TestConfigFile(config(0))
+        defer { file.remove() }
+        let daemon = try Daemon(["--config", file.path])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        func descriptors() -> Int {
+            ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(daemon.pid)/fd")) ?? []).count
+        }
+        func exchanges(_ count: Int) throws {
+            for index in 0..<count { _ = try Client.exchange(port: port, "\(index)<EOF>") }
+        }
+        try exchanges(100)
+        let before = descriptors()
+        for round in 1...20 {
+            try file.write(config(round))
+            daemon.signal(SIGHUP)
+            try waitUntil("READY=1 number \(round + 1)") {
+                daemon.notify.poll(seconds: 0.02)
+                return daemon.notify.count(of: "READY=1", from: daemon.pid) == round + 1
+            }
+            try exchanges(50)
+        }
+        try waitUntil("the old generations drained") { daemon.workerPIDs().count == 2 }
+        #expect(descriptors() == before, "the supervisor holds as many descriptors as before")
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory)
+        #expect(files == ["r0.sock"], "only the socket the configuration names: \(files)")
+        let zombies =
+            (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.compactMap(Int32.init)
+            .filter { pid in
+                guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                    let close = stat.lastIndex(of: ")")
+                else { return false }
+                let fields = stat[stat.index(after: close)...].split(separator: " ")
+                return fields.count > 2 && fields[0] == "Z" && Int32(fields[1]) == daemon.pid
+            } ?? []
+        #expect(zombies.isEmpty)
+    }
+
     @Test func startedWithChildAndStopSignalsIgnoredItStillReapsRespawnsAndStops() throws {
         // A parent (nohup, a shell's trap) may leave signals ignored across exec. Ignored
         // SIGCHLD makes the kernel reap workers itself; ignored SIGTERM is never seen.
