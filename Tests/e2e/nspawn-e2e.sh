@@ -178,7 +178,7 @@ else
     note "socket: $(prop "$SOCKET" ActiveState)/$(prop "$SOCKET" SubState); service: $(prop "$SERVICE" ActiveState)/$(prop "$SERVICE" SubState)"
 fi
 first=$(client once --timeout 20 2>&1)
-if printf '%s' "$first" | grep -q '"ok": true'; then
+if grep -q '"ok": true' <<<"$first"; then
     ok "the first connection starts $SERVICE and gets its echo"
 else
     not_ok "the first connection starts $SERVICE and gets its echo"; note "client: $first"; show_journal 20
@@ -225,7 +225,7 @@ fi
 echo_ok=1; echo_notes=()
 for size in 1 100 1500 70000; do   # 1500 and 70000 go past the initial read (1024 bytes) and one segment
     out=$(client once --size "$size" --timeout 10 2>&1)
-    printf '%s' "$out" | grep -q '"ok": true' || { echo_ok=0; echo_notes+=("size $size: $out"); }
+    grep -q '"ok": true' <<<"$out" || { echo_ok=0; echo_notes+=("size $size: $out"); }
 done
 if [ $echo_ok = 1 ]; then ok "echo works (messages of 1, 100, 1500 and 70000 bytes)"; else not_ok "echo works"; note "${echo_notes[@]}"; fi
 
@@ -345,8 +345,8 @@ for line in open(sys.argv[1], errors="replace"):
 print(" ".join("%s=%s" % (k, v) for k, v in sorted(seen.items())))
 EOF
 )
-has_field() { printf ' %s\n' "$fields" | grep -q " $1="; }
-if has_field PRIORITY && printf '%s' "$fields" | grep -q 'SYSLOG_IDENTIFIER=preforkd'; then
+has_field() { grep -q " $1=" <<<" $fields"; }
+if has_field PRIORITY && grep -q 'SYSLOG_IDENTIFIER=preforkd' <<<"$fields"; then
     ok "journalctl -u $SERVICE -o json: the daemon's entries carry PRIORITY and SYSLOG_IDENTIFIER=preforkd ($fields)"
 else
     not_ok "journalctl -u $SERVICE -o json: the daemon's entries carry PRIORITY and SYSLOG_IDENTIFIER=preforkd"; note "seen: $fields"
@@ -391,7 +391,7 @@ INSTANCE=preforkd@second
 instance_ok=1; instance_notes=()
 IN systemctl start "$INSTANCE.socket" 2>"$WORK/instance.err" || { instance_ok=0; instance_notes+=("start: $(cat "$WORK/instance.err")"); }
 reply=$(IN timeout 30 python3 /opt/e2e/echo_client.py unix:/run/preforkd/second.sock 0 once --timeout 15 2>&1)
-printf '%s' "$reply" | grep -q '"ok": true' || { instance_ok=0; instance_notes+=("client: $reply"); }
+grep -q '"ok": true' <<<"$reply" || { instance_ok=0; instance_notes+=("client: $reply"); }
 if [ $instance_ok = 1 ] && wait_for 15 prop_is "$INSTANCE.service" SubState running &&
     IN journalctl --no-pager -q -u "$INSTANCE.service" -o cat | grep -qF "Listening on unix:/run/preforkd/second.sock"; then
     ok "template: $INSTANCE.socket starts $INSTANCE.service on /run/preforkd/second.sock, which echoes"

@@ -98,7 +98,7 @@ standalone_checks() {
     run1=$(prop "$STANDALONE" MainPID)
     reply=$(client once --timeout 10 2>&1)
     if [ "$start_rc" = 0 ] && wait_for 20 prop_is "$STANDALONE" SubState running && [ "${run1:-0}" != 0 ] &&
-        wait_for 5 origin_is "$run1" bound && printf '%s' "$reply" | grep -q '"ok": true'; then
+        wait_for 5 origin_is "$run1" bound && grep -q '"ok": true' <<<"$reply"; then
         ok "$STANDALONE (no socket unit) starts, reaches READY (SubState=running), binds $STANDALONE_ADDRESS itself (origin=bound) and echoes"
     else
         not_ok "$STANDALONE (no socket unit) starts, reaches READY (SubState=running), binds $STANDALONE_ADDRESS itself (origin=bound) and echoes"
@@ -158,7 +158,7 @@ standalone_checks() {
     wait_for 5 origin_is "$run3" bound
     origin3=$(origin_of "$run3")
     if [ "$start_rc" = 0 ] && prop_is "$STANDALONE" SubState running && [ "${run3:-0}" != 0 ] && [ "$run3" != "$run2" ] &&
-        [ "$store_after_stop" = 0 ] && [ "$origin3" = bound ] && printf '%s' "$reply" | grep -q '"ok": true' &&
+        [ "$store_after_stop" = 0 ] && [ "$origin3" = bound ] && grep -q '"ok": true' <<<"$reply" &&
         wait_for 5 prop_is "$STANDALONE" NFileDescriptorStore 1; then
         ok "after a full stop the store was flushed (NFileDescriptorStore=0); start again: MainPID $run3 binds afresh (origin=bound), stores it again, echoes"
     else

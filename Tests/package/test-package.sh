@@ -106,7 +106,7 @@ else
     note "Version: $(dpkg-deb -f "$DEB" Version); --version: $("$BIN" --version 2>&1)"
 fi
 depends=$(dpkg-deb -f "$DEB" Depends)
-if printf '%s' "$depends" | grep -q 'libsystemd0' && printf '%s' "$depends" | grep -q 'libc6'; then
+if grep -q 'libsystemd0' <<<"$depends" && grep -q 'libc6' <<<"$depends"; then
     ok "Depends from \${shlibs:Depends}: $depends"
 else
     not_ok "Depends names the shared libraries the binary links (libc6, libsystemd0)"; note "Depends: $depends"
@@ -117,18 +117,20 @@ page=$(zcat "$WORK/extracted/usr/share/man/man8/preforkd.8.gz")
 sections=$(printf '%s\n' "$page" | sed -n 's/^\.Sh "\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' | paste -sd, | sed 's/,/, /g')
 missing=()
 for name in NAME SYNOPSIS DESCRIPTION OPTIONS CONFIGURATION SIGNALS "EXIT STATUS" FILES; do
-    printf '%s\n' "$page" | grep -qxE "\.Sh \"?$name\"?" || missing+=("$name")
+    grep -qxE "\.Sh \"?$name\"?" <<<"$page" || missing+=("$name")
 done
 for option in $("$BIN" --help | grep -oE -- '--[a-z][a-z0-9-]*' | sort -u); do
-    printf '%s\n' "$page" | grep -qE -- "^\.It Fl (.* , )?-${option#--}( |$)" || missing+=("$option")
+    # A here-string, not a pipe: grep -q stops reading at its match, and under pipefail the
+    # writer's SIGPIPE would count as a miss.
+    grep -qE -- "^\.It Fl (.* , )?-${option#--}( |$)" <<<"$page" || missing+=("$option")
 done
-if [ ${#missing[@]} -eq 0 ] && printf '%s\n' "$page" | grep -qx '\.Dt PREFORKD 8'; then
+if [ ${#missing[@]} -eq 0 ] && grep -qx '\.Dt PREFORKD 8' <<<"$page"; then
     ok "preforkd(8) has every option of --help and the sections $sections"
 else
     not_ok "preforkd(8) misses: ${missing[*]}"
 fi
 completion=$(bash -c 'source "$1" && complete -p preforkd' bash "$WORK/extracted/usr/share/bash-completion/completions/preforkd" 2>&1)
-if printf '%s' "$completion" | grep -q 'preforkd$' && ! head -1 "$WORK/extracted/usr/share/bash-completion/completions/preforkd" | grep -q '^#!' &&
+if grep -q 'preforkd$' <<<"$completion" && ! head -1 "$WORK/extracted/usr/share/bash-completion/completions/preforkd" | grep -q '^#!' &&
     grep -q -- 'workers' "$WORK/extracted/usr/share/zsh/vendor-completions/_preforkd" &&
     grep -q -- 'workers' "$WORK/extracted/usr/share/fish/vendor_completions.d/preforkd.fish"; then
     ok "the bash completion loads ($completion); zsh and fish completions name the options"
@@ -190,14 +192,14 @@ out=$(IN "${DPKG[@]}" -i "/packages/$(basename "$DEB")" 2>&1); rc=$?
 if [ $rc -eq 0 ]; then ok "dpkg -i $(basename "$DEB")"; else not_ok "dpkg -i $(basename "$DEB") (exit $rc)"; note "$out"; fi
 
 libs=$(IN ldd /usr/bin/preforkd 2>&1)
-if ! printf '%s\n' "$libs" | grep -q 'not found' && ! printf '%s\n' "$libs" | grep -qi swift &&
-    printf '%s\n' "$libs" | grep -q 'libsystemd.so.0'; then
+if ! grep -q 'not found' <<<"$libs" && ! grep -qi swift <<<"$libs" &&
+    grep -q 'libsystemd.so.0' <<<"$libs"; then
     ok "ldd /usr/bin/preforkd in the clean root: $(printf '%s\n' "$libs" | awk '/=>/{print $1}' | paste -sd' ')"
 else
     not_ok "ldd /usr/bin/preforkd in the clean root: every library found, none from Swift"; note "$libs"
 fi
 owners=$(for lib in $(printf '%s\n' "$libs" | awk '/=> \//{print $3}'); do IN dpkg -S "$(IN realpath "$lib")" 2>/dev/null || IN dpkg -S "$lib" 2>/dev/null || echo "NONE: $lib"; done)
-if ! printf '%s\n' "$owners" | grep -q '^NONE'; then
+if ! grep -q '^NONE' <<<"$owners"; then
     ok "every library it links belongs to a Debian package ($(printf '%s\n' "$owners" | cut -d: -f1 | sort -u | paste -sd' '))"
 else
     not_ok "every library it links belongs to a Debian package"; note "$owners"
@@ -232,7 +234,7 @@ else
 fi
 
 first=$(client once --timeout 20 2>&1)
-if printf '%s' "$first" | grep -q '"ok": true' && wait_for 20 prop_is preforkd.service SubState running; then
+if grep -q '"ok": true' <<<"$first" && wait_for 20 prop_is preforkd.service SubState running; then
     ok "the first connection starts preforkd.service and gets its echo"
 else
     not_ok "the first connection starts preforkd.service and gets its echo"; note "client: $first"; show_journal 20
@@ -241,7 +243,7 @@ reply=$(printf 'hello<EOF>' | nsenter -t "$LEADER" -n -- timeout 10 nc -N 127.0.
 check "printf 'hello<EOF>' | nc -N 127.0.0.1 $PORT answers hello<EOF> (got '$reply')" [ "$reply" = 'hello<EOF>' ]
 
 out=$(IN preforkd --check-config --config /etc/preforkd/preforkd.toml 2>&1); rc=$?
-if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q '^workers'; then
+if [ $rc -eq 0 ] && grep -q '^workers' <<<"$out"; then
     ok "preforkd --check-config passes on the shipped /etc/preforkd/preforkd.toml"
 else
     not_ok "preforkd --check-config on the shipped config (exit $rc)"; note "$out"
