@@ -505,4 +505,15 @@ import Testing
         #expect(retired.count == 2, "down to the one configured worker")
         #expect(pool.policy.targetCount == 1)
     }
+
+    @Test func aScalingPoolLooksAgainAStepLaterAndNeverAskToBeWokenInThePast() {
+        var pool = Self.scalingPool(workers: 1, spare: 1, maximum: 3)
+        pool.send(.progress(Self.samples(pool, .accepting, since: pool.now)))
+        #expect(pool.policy.nextDeadline() == pool.now + PoolPolicy.growthIntervalNs)
+        // While a reload boots, the rule does not act, but it still looks a step later.
+        pool.send(.command(.reload), prepared: .reloadPrepared(pool.policy.limits))
+        pool.now += 5_000_000_000
+        pool.send(.progress(Self.samples(pool, .accepting, since: pool.now)))
+        #expect(pool.policy.nextDeadline().map { $0 > pool.now } == true)
+    }
 }

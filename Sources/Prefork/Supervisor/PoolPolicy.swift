@@ -199,6 +199,8 @@ struct PoolPolicy {
     /// Apache's prefork does), and when the next step may come.
     private var growthStep = 1
     private var nextGrowthAt: UInt64 = 0
+    /// When the spare-worker rule last looked at the pool (it looks again a step later).
+    private var lastScaleCheckAt: UInt64 = 0
     /// The interval between growth steps.
     static let growthIntervalNs: UInt64 = 100_000_000
     /// The most one growth step adds.
@@ -239,6 +241,9 @@ struct PoolPolicy {
         var times: [UInt64] = []
         if phase == .running && servingCount < targetCount { times.append(nextForkAt) }
         if let reload { times.append(reload.deadline) }
+        if limits.scales && phase == .running {
+            times.append(max(nextGrowthAt, lastScaleCheckAt + Self.growthIntervalNs))
+        }
         for worker in workers.values where !worker.killed {
             if let killAt = worker.killAt { times.append(killAt) }
             if !worker.booted { times.append(worker.forkedAt &+ limits.bootTimeoutNs) }
@@ -280,7 +285,11 @@ struct PoolPolicy {
             startGeneration(next, now: now, into: &actions)
         case .progress(let samples):
             killOverdue(samples, now: now, into: &actions)
-            if limits.scales, phase == .running, reload == nil { scale(samples, now: now, into: &actions) }
+            if limits.scales, phase == .running {
+                // Looked at now, whether or not it may act: the next look is a step away.
+                lastScaleCheckAt = now
+                if reload == nil { scale(samples, now: now, into: &actions) }
+            }
         case .reloadRejected(let reason):
             actions.append(.log(.error, "SIGHUP: reload rejected, keeping generation \(generation): \(reason)"))
             startQueuedReload(into: &actions)
