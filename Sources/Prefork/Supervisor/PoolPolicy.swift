@@ -309,12 +309,12 @@ struct PoolPolicy {
             phase = .stopping(graceful: true, deadline: deadline)
             reload = nil
             actions.append(.notifyStopping)
-            actions.append(.closeListenersForDrain)
             actions.append(
                 .log(
                     .info,
                     "Graceful stop; draining \(workers.count) workers (up to \(Self.seconds(limits.gracefulTimeoutNs)) s)"
                 ))
+            actions.append(.closeListenersForDrain)
             for pid in workers.keys.sorted() where workers[pid]!.isServing {
                 retire(pid, now: now, killAt: deadline, into: &actions)
             }
