@@ -516,4 +516,23 @@ import Testing
         pool.send(.progress(Self.samples(pool, .accepting, since: pool.now)))
         #expect(pool.policy.nextDeadline().map { $0 > pool.now } == true)
     }
+
+    @Test func theRespawnDelayStartsOverOnceThePoolHasBeenWholeForAWhile() {
+        var pool = Pool.ready(workers: 1)
+        for _ in 0..<3 {
+            let pid = pool.pids(generation: 1)[0]
+            pool.now += 100_000_000
+            pool.send(.exited(pid: pid, status: .killed(signal: 9, coreDumped: false), errno: 0))
+            pool.now = pool.policy.nextForkAt
+            pool.send(.tick)
+            _ = pool.bootAll()
+        }
+        // Whole and booted for longer than a young death's span: a new worker that fails to boot
+        // waits the shortest delay again, not the grown one.
+        _ = pool.advance(seconds: 3)
+        pool.send(.command(.addWorker))
+        let added = pool.pids(generation: 1).last!
+        let failed = pool.send(.exited(pid: added, status: .exited(3), errno: 0))
+        #expect(Self.notices(failed).contains("Respawning in 100 ms"), "\(Self.notices(failed))")
+    }
 }

@@ -600,6 +600,12 @@ struct PoolPolicy {
                 startQueuedReload(into: &actions)
             }
         }
+        // Healthy again: the pool is whole and booted, and has stayed so past a young death's span.
+        if respawnDelayNs > 0, servingCount >= targetCount, current.allSatisfy(\.booted),
+            now >= nextForkAt + Self.youngDeathNs
+        {
+            respawnDelayNs = 0
+        }
         if now >= nextForkAt, servingCount < targetCount {
             actions.append(.fork(generation: generation))
         }
