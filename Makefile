@@ -22,8 +22,9 @@ build: deps
 release: deps
 	$(SWIFT) build $(RELEASE_FLAGS) --product preforkd
 
-run: build
-	$(SWIFT) run $(BUILD_FLAGS) preforkd --listen $(ADDRESS) --handler echo
+# Runs the release binary: the one that ships, and the one whose start-up is measured.
+run: release
+	$(RELEASE_DIR)/release/preforkd --listen $(ADDRESS) --handler echo
 
 # Unit and integration tests (Swift Testing), then the unit files: static checks, and a real
 # systemd as PID 1 in a container running them with the binary just built.
