@@ -252,14 +252,14 @@ int main(int argc, char **argv) {
     if (json) fprintf(json, "{\"rounds\": %d, \"workers\": %s, \"reference\": \"%s\", \"servers\": [", rounds, workers,
                       servers[ref].name);
     printf("exec → READY=1, %s workers, %d interleaved rounds (ms)\n", workers, rounds);
-    printf("%-12s %8s %8s %8s %8s %8s   %s\n", "server", "median", "p10", "p90", "min", "max", "× " );
+    printf("%-16s %8s %8s %8s %8s %8s   %s\n", "server", "median", "p10", "p90", "min", "max", "× " );
     for (int i = 0; i < nservers; i++) {
         double *s = malloc(sizeof(double) * (size_t)rounds), *ratios = malloc(sizeof(double) * (size_t)rounds);
         memcpy(s, servers[i].ms, sizeof(double) * (size_t)rounds);
         qsort(s, (size_t)rounds, sizeof(double), cmp_double);
         for (int r = 0; r < rounds; r++) ratios[r] = servers[i].ms[r] / servers[ref].ms[r];
         double med = median_of(s, rounds), ratio = median_of(ratios, rounds);
-        printf("%-12s %8.2f %8.2f %8.2f %8.2f %8.2f   %.2f× %s\n", servers[i].name, med, pct(s, rounds, 10),
+        printf("%-16s %8.2f %8.2f %8.2f %8.2f %8.2f   %.2f× %s\n", servers[i].name, med, pct(s, rounds, 10),
                pct(s, rounds, 90), s[0], s[rounds - 1], ratio, i == ref ? "(reference)" : servers[ref].name);
         if (json) {
             fprintf(json, "%s\n {\"name\": \"%s\", \"median_ms\": %.3f, \"p10_ms\": %.3f, \"p90_ms\": %.3f, "
