@@ -72,6 +72,18 @@ static double min_of(const double *xs, int n) {
     return m;
 }
 
+/* The 1-minute load average: anything else running skews the absolute times. */
+static const char *load_average(void) {
+    static char text[64];
+    snprintf(text, sizeof text, "?");
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%63s", text) != 1) snprintf(text, sizeof text, "?");
+        fclose(f);
+    }
+    return text;
+}
+
 /* The environment of every server: ours without systemd's per-service variables, plus NOTIFY_SOCKET. */
 static char **server_environment(const char *notify_path) {
     size_t count = 0;
@@ -233,6 +245,8 @@ int main(int argc, char **argv) {
     if (sock < 0 || bind(sock, (struct sockaddr *)&sa, sizeof sa) < 0) { perror("launch: notify socket"); return 1; }
     char **env = server_environment(sa.sun_path);
 
+    char load_before[64];
+    snprintf(load_before, sizeof load_before, "%s", load_average());
     /* One unmeasured start each: page cache and dynamic loader caches warm. */
     for (int i = 0; i < nservers; i++) start_once(&servers[i], sock, env, timeout_ms, stderr_path);
     int failed = 0;
@@ -251,7 +265,8 @@ int main(int argc, char **argv) {
     FILE *json = json_path ? fopen(json_path, "w") : NULL;
     if (json) fprintf(json, "{\"rounds\": %d, \"workers\": %s, \"reference\": \"%s\", \"servers\": [", rounds, workers,
                       servers[ref].name);
-    printf("exec → READY=1, %s workers, %d interleaved rounds (ms)\n", workers, rounds);
+    printf("exec → READY=1, %s workers, %d interleaved rounds (ms); load average before: %s, after: %s\n", workers,
+           rounds, load_before, load_average());
     printf("%-16s %8s %8s %8s %8s %8s   %s\n", "server", "median", "p10", "p90", "min", "max", "× " );
     for (int i = 0; i < nservers; i++) {
         double *s = malloc(sizeof(double) * (size_t)rounds), *ratios = malloc(sizeof(double) * (size_t)rounds);
