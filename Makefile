@@ -3,10 +3,12 @@
 SWIFT ?= swift
 BUILD_FLAGS ?=
 RELEASE_DIR := .build-release
-# The binary that ships (the package, `make run`, `make bench`): the Swift runtime linked in
-# statically, so no toolchain library is loaded at start, and BIND_NOW, which the package's
-# hardening requires (start-up is measured with it: `make -C Benchmarks startup`).
-RELEASE_FLAGS := -c release --static-swift-stdlib --scratch-path $(RELEASE_DIR) -Xlinker -z -Xlinker now
+# The binary that ships, linked as the package's is (`make run`, `make bench`, `make install`):
+# the Swift runtime linked in statically, so no toolchain library is loaded at start; no $$ORIGIN
+# run path, so the loader looks for libraries in the system's directories only; BIND_NOW, which
+# the package's hardening requires. Start-up is measured on it: `make -C Benchmarks startup`.
+RELEASE_FLAGS := -c release --static-swift-stdlib --disable-local-rpath -Xlinker -z -Xlinker now \
+	--scratch-path $(RELEASE_DIR)
 ADDRESS ?= 127.0.0.1:11000
 
 .PHONY: all deps build release run test lint format bench clean deb test-package install uninstall
@@ -66,9 +68,8 @@ deb: deps
 test-package: deb
 	Tests/package/test-package.sh $(DEB_DIR)
 
-# The release build, linked as the package's is: no $$ORIGIN run path, immediate binding.
-INSTALL_BUILD = $(SWIFT) build -c release --static-swift-stdlib --disable-local-rpath \
-	-Xlinker -z -Xlinker now --scratch-path $(RELEASE_DIR)
+# The release build, linked as the package's is.
+INSTALL_BUILD = $(SWIFT) build $(RELEASE_FLAGS)
 
 install: deps
 	$(INSTALL_BUILD) --product preforkd
