@@ -1,3 +1,3 @@
 import PreforkdCLI
 
-PreforkdCommand.main()
+PreforkdCommand.start()
