@@ -41,3 +41,13 @@ bench: deps
 
 clean:
 	rm -rf .build $(RELEASE_DIR)
+
+# libFuzzer runs of the forward handler's parsers (TLS ClientHello, HTTP, SSH banner, PROXY v1/v2;
+# see Fuzz/Makefile): FUZZ_RUNS executions per parser (default 10 million), or FUZZ_SECONDS each
+# when set. fuzz-short runs each parser for FUZZ_SHORT_SECONDS (default 10) from the seed corpus.
+.PHONY: fuzz fuzz-short
+fuzz:
+	$(MAKE) -C Fuzz run
+
+fuzz-short:
+	$(MAKE) -C Fuzz short
