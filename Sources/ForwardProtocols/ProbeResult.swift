@@ -1,15 +1,17 @@
 /// What a probe concluded from the bytes a client has sent so far.
 ///
 /// Probes are pure: they look only at the bytes they are given, never read past them, and answer
-/// the same for the same bytes. A caller that gets ``needMore(atLeast:)`` reads more (within its own
-/// byte cap and deadline) and asks again with *all* the bytes received so far.
+/// the same for the same bytes. A `match` or `noMatch` is final: more bytes never change it. A
+/// caller that gets ``needMore(atLeast:)`` reads more (within its own byte cap and deadline) and
+/// asks again with *all* the bytes received so far, from the first.
 public enum ProbeResult<Details> {
     /// The bytes are this protocol; `details` is what the probe extracted.
     case match(Details)
     /// The bytes are not this protocol (or are malformed). More bytes will not change the answer.
     case noMatch
-    /// The bytes so far are a valid beginning of this protocol, but the probe cannot answer before
-    /// it has at least this many bytes **in total** (always more than it was given).
+    /// The bytes so far are a valid beginning of this protocol, but undecided. A match needs at
+    /// least this many bytes **in total** (always more than the probe was given), so a caller
+    /// whose byte cap is smaller can give up at once; a refusal may come sooner.
     case needMore(atLeast: Int)
 }
 

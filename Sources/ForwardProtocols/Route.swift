@@ -19,7 +19,8 @@ public enum RouteCondition: Sendable, Equatable {
 public enum RouteDecision: Sendable, Equatable {
     /// Use the route at this index.
     case route(Int)
-    /// An earlier route cannot decide yet: read until there are at least this many bytes, then ask again.
+    /// A route cannot decide yet and no earlier one matched: the deciding route needs at least
+    /// this many bytes in total to match. Read more (within the cap and deadline) and ask again.
     case needMore(atLeast: Int)
     /// No route takes the connection: close it.
     case noRoute
