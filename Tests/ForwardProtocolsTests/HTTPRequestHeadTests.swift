@@ -9,6 +9,15 @@ import Testing
         #expect(head == HTTPRequestHead(method: "GET", target: "/", minorVersion: 1, host: "127.0.0.1", port: 21005))
     }
 
+    @Test func otherRealClients() {
+        // Python puts Accept-Encoding before Host; curl -0 posts with HTTP/1.0.
+        let python = HTTPRequestHead.probe(Fixture.bytes("http", "python-urllib.bin")).details
+        #expect(python == HTTPRequestHead(method: "GET", target: "/x", minorVersion: 1, host: "127.0.0.1", port: 21021))
+        let post = HTTPRequestHead.probe(Fixture.bytes("http", "curl-post-http1.0.bin")).details
+        #expect(
+            post == HTTPRequestHead(method: "POST", target: "/form", minorVersion: 0, host: "one.test", port: 21020))
+    }
+
     @Test func bracketedIPv6HostLosesBracketsAndPort() {
         let head = HTTPRequestHead.probe(Fixture.bytes("http", "curl-host-ipv6-port.bin")).details
         #expect(head?.host == "::1")
