@@ -51,7 +51,9 @@ public struct ProxyHeader: Sendable, Equatable {
     )
         -> ProbeResult<ProxyHeader>
     {
-        guard let first = bytes.first else { return .needMore(atLeast: 1) }
+        guard !versions.isEmpty else { return .noMatch }
+        // The shortest headers: `PROXY UNKNOWN\r\n` (15 bytes) and a v2 header with no block (16).
+        guard let first = bytes.first else { return .needMore(atLeast: versions.contains(.v1) ? 15 : 16) }
         if first == 0x50, versions.contains(.v1) { return parseV1(bytes) }
         if first == 0x0D, versions.contains(.v2) { return parseV2(bytes) }
         return .noMatch

@@ -70,6 +70,9 @@ import Testing
         #expect(ProxyHeader.parse(v2, accepting: [.v2]).details != nil)
         #expect(ProxyHeader.parse(Array("GET / HTTP/1.1\r\n".utf8)).isNoMatch)
         #expect(ProxyHeader.parse(Array("PROXX".utf8)).isNoMatch)
+        #expect(ProxyHeader.parse(v1, accepting: []).isNoMatch)
+        #expect(ProxyHeader.parse([], accepting: [.v1, .v2]) == .needMore(atLeast: 15))
+        #expect(ProxyHeader.parse([], accepting: [.v2]) == .needMore(atLeast: 16))
     }
 
     @Test func v1UnknownAndLimits() {
