@@ -36,6 +36,7 @@ test: deps lint
 	Tests/e2e/check-units.sh $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))/preforkd
 	packaging/check-config-keys $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))/preforkd systemd/preforkd.toml
 	Tests/e2e/nspawn-e2e.sh $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))
+	$(MAKE) fuzz-short
 
 # The formatter ships with the toolchain; .swift-format holds the project's settings.
 lint:
@@ -79,3 +80,14 @@ install: deps
 
 uninstall:
 	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" SYSCONFDIR="$(SYSCONFDIR)" packaging/install-files --uninstall
+
+# libFuzzer runs of the forward handler's parsers (TLS ClientHello, HTTP, SSH banner, PROXY v1/v2;
+# see Fuzz/Makefile): FUZZ_RUNS executions per parser (default 10 million), or FUZZ_SECONDS each
+# when set. fuzz-short runs each parser for FUZZ_SHORT_SECONDS (default 8) from the seed corpus
+# (about 35 s, plus some 20 s the first time to build the four targets).
+.PHONY: fuzz fuzz-short
+fuzz:
+	$(MAKE) -C Fuzz run
+
+fuzz-short:
+	$(MAKE) -C Fuzz short

@@ -125,6 +125,10 @@ let package = Package(
             path: "Tests/HandlerFaultProbe",
             swiftSettings: strict
         ),
+        // Pure parsers of the forward handler's probes and of the PROXY protocol: bytes from
+        // unauthenticated clients in, a decision out; fuzzed from Fuzz/ (standard library only).
+        .target(name: "ForwardProtocols", swiftSettings: strict),
+        .testTarget(name: "ForwardProtocolsTests", dependencies: ["ForwardProtocols"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             // The executables too, so that `swift test` builds the binaries the tests start.
