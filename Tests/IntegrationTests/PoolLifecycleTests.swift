@@ -269,6 +269,34 @@ import Testing
         #expect(zombies.isEmpty)
     }
 
+    @Test func connectionsRacingReloadsOfTwoListenersAreAllServed() throws {
+        // Workers over two listeners wait in epoll (EPOLLEXCLUSIVE: one waiter woken per
+        // connection). One told to stop right after its wake-up leaves the connection behind, and
+        // epoll tells no other waiter: it must still be served, not wait for the next client.
+        let directory = NSTemporaryDirectory() + "preforkd-race-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        func config(_ round: Int) -> String {
+            "listen = [\"127.0.0.1:0\", \"unix:\(directory)/r\(round % 2).sock\"]\nworkers = 2\n"
+        }
+        let file = try TestConfigFile(config(0))
+        defer { file.remove() }
+        let daemon = try Daemon(["--config", file.path])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        for round in 1...40 {
+            try file.write(config(round))
+            daemon.signal(SIGHUP)
+            for index in 0..<30 {
+                let client = try Client(port: port, timeout: 3)
+                defer { client.close() }
+                try client.send("\(round).\(index)<EOF>")
+                #expect(try client.readToEnd() == "\(round).\(index)<EOF>")
+            }
+        }
+    }
+
     @Test func startedWithChildAndStopSignalsIgnoredItStillReapsRespawnsAndStops() throws {
         // A parent (nohup, a shell's trap) may leave signals ignored across exec. Ignored
         // SIGCHLD makes the kernel reap workers itself; ignored SIGTERM is never seen.

@@ -11,6 +11,8 @@ import Logging
 struct ServeLoop {
     /// The epoll tag of the stop handler's wake pipe; listeners are tagged with their index.
     static let wakeTag = UInt32.max
+    /// How often a worker waiting in epoll looks again without an event (see ``acceptFromAny()``).
+    static let epollRecheckMs: Int32 = 100
 
     let listeners: [Listener]
     /// The epoll set over all listeners when there are several; -1 with just one.
@@ -137,6 +139,18 @@ struct ServeLoop {
         return getsockopt(listener, Int32(IPPROTO_TCP), TCP_DEFER_ACCEPT, &seconds, &length) == 0 && seconds > 0
     }
 
+    /// A connection some listener holds that no wake-up announced, if any.
+    private func acceptStranded() throws(AcceptError) -> (Int32, Int)? {
+        for index in listeners.indices {
+            do {
+                return (try acceptConnection(on: listeners[index].fileDescriptor, peer: peer), index)
+            } catch .wouldBlock {
+                continue
+            }
+        }
+        return nil
+    }
+
     /// The client's address as accept4 captured it, as text.
     private var peerText: String { SocketAddress.describe(peer.storage, length: peer.length.pointee) }
 
@@ -157,10 +171,16 @@ struct ServeLoop {
 
     /// Waits in epoll for any listener, then accepts from it; returns the socket and the
     /// listener's index.
+    ///
+    /// With EPOLLEXCLUSIVE the kernel wakes one waiter per new connection, and a waiter told to
+    /// stop in that instant exits without accepting it; epoll never reports that connection to
+    /// the others (it only looks at what a wake-up put on its ready list). So a wait that ends
+    /// without an event, every `epollRecheckMs`, tries each listener once itself: a connection
+    /// left behind waits no longer than that.
     private func acceptFromAny() throws(AcceptError) -> (Int32, Int) {
         var tag: UInt32 = 0
         while true {
-            let events = pf_epoll_wait_one(epoll, -1, &tag)
+            let events = pf_epoll_wait_one(epoll, Self.epollRecheckMs, &tag)
             if events < 0 {
                 if Glibc.errno == EINTR {
                     if StopRequest.current != .none { throw .stopRequested }
@@ -168,6 +188,7 @@ struct ServeLoop {
                 }
                 throw .failed(SystemCallError.current("epoll_wait"))
             }
+            if events == 0, StopRequest.current == .none, let stranded = try acceptStranded() { return stranded }
             if StopRequest.current != .none { throw .stopRequested }
             guard events == 1, tag != Self.wakeTag, Int(tag) < listeners.count else { continue }
             do {
