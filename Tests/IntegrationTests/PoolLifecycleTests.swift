@@ -223,19 +223,8 @@ import Testing
     }
 
     @Test func reloadsAndConnectionsLeaveNoDescriptorZombieOrSocketFileBehind() throws {
-        // Each reload binds a unix socket it drops again the next time, and moves a TCP one.
-        let directory = NSTemporaryDirectory() + "preforkd-leak-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        func config(_ round: Int) -> String {
-            "listen = [\"127.0.0.1:0\", \"unix:\(directory)/r\(round % 2).sock\"]\nworkers = 2\n"
-        }
-        let file = try TestConfigFile(config(0))
-        defer { file.remove() }
-        let daemon = try Daemon(["--config", file.path])
-        defer { daemon.stop() }
-        try daemon.waitForReady()
-        let port = try daemon.port()
+        let pool = try AlternatingListeners()
+        let (daemon, port, directory) = (pool.daemon, pool.port, pool.directory)
         func descriptors() -> Int {
             ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(daemon.pid)/fd")) ?? []).count
         }
@@ -245,8 +234,7 @@ import Testing
         try exchanges(100)
         let before = descriptors()
         for round in 1...20 {
-            try file.write(config(round))
-            daemon.signal(SIGHUP)
+            try pool.reload(round)
             try waitUntil("READY=1 number \(round + 1)") {
                 daemon.notify.poll(seconds: 0.02)
                 return daemon.notify.count(of: "READY=1", from: daemon.pid) == round + 1
@@ -273,23 +261,11 @@ import Testing
         // Workers over two listeners wait in epoll (EPOLLEXCLUSIVE: one waiter woken per
         // connection). One told to stop right after its wake-up leaves the connection behind, and
         // epoll tells no other waiter: it must still be served, not wait for the next client.
-        let directory = NSTemporaryDirectory() + "preforkd-race-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        func config(_ round: Int) -> String {
-            "listen = [\"127.0.0.1:0\", \"unix:\(directory)/r\(round % 2).sock\"]\nworkers = 2\n"
-        }
-        let file = try TestConfigFile(config(0))
-        defer { file.remove() }
-        let daemon = try Daemon(["--config", file.path])
-        defer { daemon.stop() }
-        try daemon.waitForReady()
-        let port = try daemon.port()
+        let pool = try AlternatingListeners()
         for round in 1...40 {
-            try file.write(config(round))
-            daemon.signal(SIGHUP)
+            try pool.reload(round)
             for index in 0..<30 {
-                let client = try Client(port: port, timeout: 3)
+                let client = try Client(port: pool.port, timeout: 3)
                 defer { client.close() }
                 try client.send("\(round).\(index)<EOF>")
                 #expect(try client.readToEnd() == "\(round).\(index)<EOF>")
@@ -568,5 +544,43 @@ enum SocketAddressText {
         inet_ntop(AF_INET, &address.sin_addr, &text, socklen_t(text.count))
         let host = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         return "\(host):\(UInt16(bigEndian: address.sin_port))"
+    }
+}
+
+/// preforkd with two listeners whose configuration alternates, reload after reload: a TCP one it
+/// keeps, and one of two unix sockets, so that every reload binds one listener and drops another.
+final class AlternatingListeners {
+    let directory = NSTemporaryDirectory() + "preforkd-alt-\(UInt32.random(in: 0...UInt32.max))"
+    let file: TestConfigFile
+    let daemon: Daemon
+    let port: UInt16
+
+    init() throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        file = try TestConfigFile("")
+        daemon = try Self.start(file, directory)
+        try daemon.waitForReady()
+        port = try daemon.port()
+    }
+
+    private static func start(_ file: TestConfigFile, _ directory: String) throws -> Daemon {
+        try file.write(configuration(round: 0, directory))
+        return try Daemon(["--config", file.path])
+    }
+
+    private static func configuration(round: Int, _ directory: String) -> String {
+        "listen = [\"127.0.0.1:0\", \"unix:\(directory)/r\(round % 2).sock\"]\nworkers = 2\n"
+    }
+
+    /// Writes the configuration of `round` and sends SIGHUP.
+    func reload(_ round: Int) throws {
+        try file.write(Self.configuration(round: round, directory))
+        daemon.signal(SIGHUP)
+    }
+
+    deinit {
+        daemon.stop()
+        file.remove()
+        try? FileManager.default.removeItem(atPath: directory)
     }
 }

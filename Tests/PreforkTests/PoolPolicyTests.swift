@@ -358,21 +358,31 @@ import Testing
         #expect(!pool.policy.isHealthy)
     }
 
-    @Test func aWorkerPastTheHandlerTimeoutIsKilledAndReplacedWithoutBackOff() {
+    /// Two booted workers with the given timeouts (seconds), found in `stages` since start, and
+    /// the clock `after` seconds later.
+    static func twoWorkers(
+        initialTimeout: Double, handlerTimeout: Double, stages: (Scoreboard.Stage, Scoreboard.Stage), after: Double
+    ) -> (Pool, [PoolPolicy.Progress]) {
         var pool = Pool(workers: 2)
         pool.policy = PoolPolicy(
             limits: PoolPolicy.Limits(
                 workers: 2, gracefulTimeoutNs: 30_000_000_000, bootTimeoutNs: 30_000_000_000,
-                initialTimeoutNs: 10_000_000_000, handlerTimeoutNs: 5_000_000_000))
+                initialTimeoutNs: UInt64(initialTimeout * 1e9), handlerTimeoutNs: UInt64(handlerTimeout * 1e9)))
         pool.send(.tick)
         _ = pool.bootAll()
-        let (busy, idle) = (pool.pids(generation: 1)[0], pool.pids(generation: 1)[1])
-        let since = pool.now
-        pool.now += 4_900_000_000
+        let pids = pool.pids(generation: 1)
         let samples = [
-            PoolPolicy.Progress(pid: busy, stage: .handling, since: since),
-            PoolPolicy.Progress(pid: idle, stage: .accepting, since: since),
+            PoolPolicy.Progress(pid: pids[0], stage: stages.0, since: pool.now),
+            PoolPolicy.Progress(pid: pids[1], stage: stages.1, since: pool.now),
         ]
+        pool.now += UInt64(after * 1e9)
+        return (pool, samples)
+    }
+
+    @Test func aWorkerPastTheHandlerTimeoutIsKilledAndReplacedWithoutBackOff() {
+        var (pool, samples) = Self.twoWorkers(
+            initialTimeout: 10, handlerTimeout: 5, stages: (.handling, .accepting), after: 4.9)
+        let busy = samples[0].pid
         #expect(pool.send(.progress(samples)).isEmpty)
         pool.now += 200_000_000
         let kill = pool.send(.progress(samples))
@@ -391,20 +401,9 @@ import Testing
     }
 
     @Test func theInitialReadIsKilledOnlyAGraceBeyondTheWorkersOwnTimeoutAndHandlersNeverWithoutALimit() {
-        var pool = Pool(workers: 2)
-        pool.policy = PoolPolicy(
-            limits: PoolPolicy.Limits(
-                workers: 2, gracefulTimeoutNs: 30_000_000_000, bootTimeoutNs: 30_000_000_000,
-                initialTimeoutNs: 2_000_000_000, handlerTimeoutNs: 0))
-        pool.send(.tick)
-        _ = pool.bootAll()
-        let (reading, handling) = (pool.pids(generation: 1)[0], pool.pids(generation: 1)[1])
-        let since = pool.now
-        pool.now += 2_900_000_000
-        let samples = [
-            PoolPolicy.Progress(pid: reading, stage: .reading, since: since),
-            PoolPolicy.Progress(pid: handling, stage: .handling, since: since),
-        ]
+        var (pool, samples) = Self.twoWorkers(
+            initialTimeout: 2, handlerTimeout: 0, stages: (.reading, .handling), after: 2.9)
+        let reading = samples[0].pid
         #expect(pool.send(.progress(samples)).isEmpty)
         pool.now += 3_600_000_000_000
         #expect(
