@@ -33,14 +33,10 @@ STARTED_AT=$(date +%s.%N)
 WORK=$(mktemp -d /tmp/preforkd-nspawn-e2e.XXXXXX)
 LOG=$WORK/container.log
 MACHINE=preforkd-e2e-$$
-NSPID=
-LEADER=
-GUARD=
 
 # --- reporting ---------------------------------------------------------------------------------
-passed=0; failed=0; skipped=0; number=0; absent=()
-ok()     { number=$((number + 1)); passed=$((passed + 1)); echo "ok $number - $*"; }
-not_ok() { number=$((number + 1)); failed=$((failed + 1)); echo "not ok $number - $*"; }
+. "$HERE/../lib/nspawn-harness.sh"
+skipped=0; absent=()
 # skip WHAT CAPABILITY: WHAT cannot be checked because CAPABILITY is absent on this machine (the
 # caller has just found it missing). Without a capability the skip is a failure.
 skip() {
@@ -57,35 +53,7 @@ summary() {
     echo "$passed passed, $failed failed, $skipped skipped"
     [ "$skipped" -eq 0 ] || printf '# skipped for want of: %s\n' "${absent[@]}"
 }
-note()   { printf '%s\n' "$@" | sed 's/^/#   /'; }
-check()  { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
-
-cleanup() {
-    local rc=$?
-    trap - EXIT; trap '' INT TERM   # nothing may cut the clean-up short
-    [ -n "$GUARD" ] && { kill "$GUARD" 2>/dev/null; wait "$GUARD" 2>/dev/null; }
-    if [ -n "$NSPID" ] && kill -0 "$NSPID" 2>/dev/null; then
-        # SIGTERM makes nspawn ask the container's systemd to power off; SIGKILL if it lingers.
-        kill -TERM "$NSPID" 2>/dev/null
-        for _ in $(seq 1 100); do kill -0 "$NSPID" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$NSPID" 2>/dev/null && { kill -KILL "$NSPID" 2>/dev/null; [ -n "$LEADER" ] && kill -KILL "$LEADER" 2>/dev/null; }
-        wait "$NSPID" 2>/dev/null
-    fi
-    # nspawn leaves these behind; stale ones confuse the next run.
-    rm -rf /run/systemd/nspawn
-    rmdir /run/systemd/nspawn-root 2>/dev/null
-    if [ "${PREFORKD_E2E_KEEP:-0}" = 1 ]; then echo "# kept $WORK" >&2; else rm -rf "$WORK"; fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'echo "# interrupted (or the overall deadline of 150 s passed)" >&2; exit 130' INT TERM
-
-# The whole run is bounded even if something unforeseen blocks: the guard ends it (and the trap cleans up).
-# Its output goes nowhere, so that its sleep never holds the caller's pipe open; killed, it takes
-# its sleep along.
-( exec >/dev/null 2>&1; trap 'kill $nap 2>/dev/null; exit 0' TERM
-  sleep 150 & nap=$!; wait $nap && kill -TERM $$ ) &
-GUARD=$!
+harness_start 150 PREFORKD_E2E_KEEP
 
 # --- the units, as shipped -----------------------------------------------------------------------
 # Rewritten, and only this: ExecStart='s binary path /usr/bin/preforkd → /opt/preforkd/preforkd. The

@@ -46,37 +46,11 @@ CLEAN_ROOT=$("$HERE/clean-root.sh") || { echo "test-package: no clean Debian roo
 WORK=$(mktemp -d /tmp/preforkd-test-package.XXXXXX)
 LOG=$WORK/container.log
 MACHINE=preforkd-package-$$
-NSPID=
-LEADER=
-GUARD=
 
 # --- reporting ---------------------------------------------------------------------------------
-passed=0; failed=0; number=0
-ok()     { number=$((number + 1)); passed=$((passed + 1)); echo "ok $number - $*"; }
-not_ok() { number=$((number + 1)); failed=$((failed + 1)); echo "not ok $number - $*"; }
-note()   { printf '%s\n' "$@" | sed 's/^/#   /'; }
-check()  { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
+. "$HERE/../lib/nspawn-harness.sh"
 
-cleanup() {
-    local rc=$?
-    trap - EXIT; trap '' INT TERM
-    [ -n "$GUARD" ] && { kill "$GUARD" 2>/dev/null; wait "$GUARD" 2>/dev/null; }
-    if [ -n "$NSPID" ] && kill -0 "$NSPID" 2>/dev/null; then
-        kill -TERM "$NSPID" 2>/dev/null
-        for _ in $(seq 1 100); do kill -0 "$NSPID" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$NSPID" 2>/dev/null && { kill -KILL "$NSPID" 2>/dev/null; [ -n "$LEADER" ] && kill -KILL "$LEADER" 2>/dev/null; }
-        wait "$NSPID" 2>/dev/null
-    fi
-    rm -rf /run/systemd/nspawn
-    rmdir /run/systemd/nspawn-root 2>/dev/null
-    if [ "${PREFORKD_TEST_KEEP:-0}" = 1 ]; then echo "# kept $WORK" >&2; else rm -rf "$WORK"; fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'echo "# interrupted (or the overall deadline of 300 s passed)" >&2; exit 130' INT TERM
-( exec >/dev/null 2>&1; trap 'kill $nap 2>/dev/null; exit 0' TERM
-  sleep 300 & nap=$!; wait $nap && kill -TERM $$ ) &
-GUARD=$!
+harness_start 300 PREFORKD_TEST_KEEP
 
 # wait_for SECONDS COMMAND…: polls COMMAND every 0.1 s until it succeeds; false at the deadline.
 wait_for() {
