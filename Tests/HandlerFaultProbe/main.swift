@@ -2,7 +2,8 @@
 // tests of fault isolation: "throw<EOF>" makes the handler throw, "crash<EOF>" makes it trap,
 // "slow<EOF>" answers after half a second, anything else is echoed. With a third argument, a
 // worker's set-up hangs while that file exists (a reload whose generation cannot start), and new
-// workers must start within two seconds.
+// workers must start within two seconds; while that file with ".fatal" appended exists, a
+// worker's set-up finds the service cannot run (FatalHandlerError, EPERM).
 // Usage: HandlerFaultProbe ADDRESS WORKERS [HANG_FILE]
 import Glibc
 import Logging
@@ -15,7 +16,11 @@ struct FaultyHandler: ConnectionHandler {
     let hangFile: String?
 
     mutating func prepare(_ context: WorkerContext) throws {
-        while let hangFile, access(hangFile, F_OK) == 0 { usleep(10_000) }
+        guard let hangFile else { return }
+        if access(hangFile + ".fatal", F_OK) == 0 {
+            throw FatalHandlerError("\(hangFile).fatal exists", errno: .notPermitted)
+        }
+        while access(hangFile, F_OK) == 0 { usleep(10_000) }
     }
 
     mutating func handle(_ connection: Connection, initialData: Span<UInt8>, context: WorkerContext) throws {

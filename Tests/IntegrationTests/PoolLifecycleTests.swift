@@ -273,6 +273,39 @@ import Testing
         }
     }
 
+    @Test func aHandlerThatFindsTheServiceCannotRunStopsItWithItsErrno() throws {
+        let control = NSTemporaryDirectory() + "preforkd-fatal-\(UInt32.random(in: 0...UInt32.max))"
+        #expect(FileManager.default.createFile(atPath: control + ".fatal", contents: nil))
+        defer { unlink(control + ".fatal") }
+        let daemon = try Daemon(["127.0.0.1:0", "2", control], binary: HandlerFaultTests.probe)
+        defer { daemon.stop() }
+        #expect(try daemon.waitForExit(seconds: 15) == 1)
+        #expect(daemon.log.contains("handler cannot run: \(control).fatal exists"))
+        #expect(daemon.log.contains("found the service cannot run (exit status 6); stopping"))
+        #expect(!daemon.log.contains("Respawning"), "not retried as a boot failure")
+        daemon.notify.poll(seconds: 0.2)
+        let texts = daemon.notify.received.filter { $0.pid == daemon.pid }.flatMap(\.assignments)
+        #expect(texts.contains("STOPPING=1") && texts.contains("ERRNO=\(EPERM)"), "\(texts)")
+    }
+
+    @Test func aReloadWhoseHandlerCannotRunIsRolledBack() throws {
+        let control = NSTemporaryDirectory() + "preforkd-fatal-\(UInt32.random(in: 0...UInt32.max))"
+        defer { unlink(control + ".fatal") }
+        let daemon = try Daemon(["127.0.0.1:0", "2", control], binary: HandlerFaultTests.probe)
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        #expect(FileManager.default.createFile(atPath: control + ".fatal", contents: nil))
+        daemon.signal(SIGHUP)
+        try waitUntil("READY=1 after the rollback") {
+            daemon.notify.poll(seconds: 0.05)
+            return daemon.notify.received.contains {
+                $0.pid == daemon.pid && $0.text.contains("READY=1") && $0.text.contains("STATUS=Reload failed")
+            }
+        }
+        #expect(try Client.exchange(port: port, "still served<EOF>") == "still served<EOF>")
+    }
+
     @Test func startedWithChildAndStopSignalsIgnoredItStillReapsRespawnsAndStops() throws {
         // A parent (nohup, a shell's trap) may leave signals ignored across exec. Ignored
         // SIGCHLD makes the kernel reap workers itself; ignored SIGTERM is never seen.

@@ -534,4 +534,29 @@ import Testing
         let failed = pool.send(.exited(pid: added, status: .exited(3), errno: 0))
         #expect(Self.notices(failed).contains("Respawning in 100 ms"), "\(Self.notices(failed))")
     }
+
+    @Test func aFatalExitStopsTheServiceAtOnceWithTheWorkersErrno() {
+        var pool = Pool.ready(workers: 3)
+        let pid = pool.pids(generation: 1)[0]
+        let actions = pool.send(.exited(pid: pid, status: .exited(6), errno: Errno.notPermitted.rawValue))
+        #expect(Self.failureErrno(actions) == .notPermitted)
+        #expect(actions.contains(.notifyStopping))
+        #expect(pool.policy.phase != .running)
+        #expect(!actions.contains(.fork(generation: 1)))
+    }
+
+    @Test func aLostListenerIsFatalToo() {
+        var pool = Pool.ready(workers: 1)
+        let actions = pool.send(.exited(pid: pool.pids(generation: 1)[0], status: .exited(4), errno: 0))
+        #expect(Self.failureErrno(actions) == .invalidArgument)
+    }
+
+    @Test func aFatalExitInAReloadsGenerationRollsTheReloadBack() {
+        var pool = Pool.ready(workers: 1)
+        pool.send(.command(.reload), prepared: .reloadPrepared(Pool.limits(workers: 1)))
+        let new = pool.pids(generation: 2)[0]
+        let actions = pool.send(.exited(pid: new, status: .exited(6), errno: 0))
+        #expect(actions.contains(.rollBackReload(generation: 2, restoring: 1)))
+        #expect(pool.policy.phase == .running)
+    }
 }

@@ -377,6 +377,17 @@ struct PoolPolicy {
         _ worker: Worker, status: WaitStatus, errno: Int32, now: UInt64, into actions: inout [Action]
     ) {
         let name = "Worker \(worker.number)"
+        if status.isFatal && phase == .running && worker.retiredAt == nil {
+            let code = errno != 0 ? Errno(rawValue: errno) : Errno.invalidArgument
+            if let reload, worker.generation == reload.generation {
+                rollBack(reason: "\(name) cannot run (\(status))", now: now, into: &actions)
+            } else {
+                actions.append(
+                    .log(.critical, "\(name) found the service cannot run (\(status)); stopping", worker: worker.tag))
+                fail("\(name.lowercased()) cannot run (\(status))", errno: code, into: &actions)
+            }
+            return
+        }
         if status.isRecycled && worker.booted && phase == .running && worker.retiredAt == nil {
             actions.append(
                 .log(.info, "\(name) served its max-connections-per-worker; replacing it", worker: worker.tag))

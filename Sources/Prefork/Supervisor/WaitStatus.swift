@@ -18,6 +18,13 @@ enum WaitStatus: Equatable, CustomStringConvertible {
     /// The worker served its share of connections and made way for a fresh one.
     var isRecycled: Bool { self == .exited(WorkerExitStatus.recycled.rawValue) }
 
+    /// The worker found the service cannot run (``WorkerExitStatus/fatal``), or lost its
+    /// listener (``WorkerExitStatus/listenerFailure``, which no other worker could get past
+    /// either).
+    var isFatal: Bool {
+        self == .exited(WorkerExitStatus.fatal.rawValue) || self == .exited(WorkerExitStatus.listenerFailure.rawValue)
+    }
+
     /// The worker gave up before serving (``WorkerExitStatus/bootFailure``).
     var isBootFailure: Bool { self == .exited(WorkerExitStatus.bootFailure.rawValue) }
 

@@ -13,6 +13,8 @@ enum WorkerExitStatus: Int32 {
     case listenerFailure = 4
     /// It served its `max-connections-per-worker` and made way for a fresh process.
     case recycled = 5
+    /// It found a condition no worker can get past (``FatalHandlerError``): the service stops.
+    case fatal = 6
 }
 
 /// One worker process: after fork, it loops on accept + initial read + handler until told to stop.
@@ -51,6 +53,7 @@ struct Worker<Handler: ConnectionHandler> {
             try handler.prepare(context)
         } catch {
             if let error = error as? any ErrnoCarrying { slot.recordBootFailure(errno: error.errno.rawValue) }
+            if error is FatalHandlerError { exitWorker(.fatal, "handler cannot run: \(error)") }
             exitWorker(.bootFailure, "handler failed to start: \(error)")
         }
         let epoll = listeners.count > 1 ? makeEpoll(wakeFD: wakePipe[0]) : -1
@@ -112,6 +115,26 @@ public protocol ErrnoCarrying: Error {
 }
 
 extension SystemCallError: ErrnoCarrying {}
+
+/// Thrown from a handler's `prepare`, it stops the whole service instead of counting as one
+/// worker's boot failure: for a condition no worker can get past (a certificate that is not
+/// there, a setting the handler cannot work with). The worker logs it; the supervisor stops the
+/// pool, tells systemd `STOPPING=1`, `STATUS=Failed: …` and `ERRNO=` with ``errno``, and exits
+/// with status 1 — or, in a reload's new generation, rolls the reload back.
+public struct FatalHandlerError: ErrnoCarrying, CustomStringConvertible {
+    /// What cannot work, for the log.
+    public let reason: String
+    /// The errno systemd hears.
+    public let errno: Errno
+
+    /// A fatal condition described by `reason`, reported to systemd as `errno`.
+    public init(_ reason: String, errno: Errno = .invalidArgument) {
+        self.reason = reason
+        self.errno = errno
+    }
+
+    public var description: String { reason }
+}
 
 /// Exponential back-off for accept errors that retrying at once cannot fix (EMFILE, ENOBUFS…):
 /// 10 ms doubling to 1 s, with at most one log line every 10 s.
