@@ -306,6 +306,37 @@ import Testing
         #expect(try Client.exchange(port: port, "still served<EOF>") == "still served<EOF>")
     }
 
+    @Test func aWorkerOutOfFileDescriptorsPausesShowsItAndServesOnceItCan() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let worker = daemon.workerPIDs()[0]
+        // No descriptor left for the next accept: its own lowest free one is the limit.
+        let open = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(worker)/fd")) ?? [])
+            .compactMap(Int.init).sorted()
+        let lowestFree = (0...).first { !open.contains($0) }!
+        func limit(_ value: String) throws {
+            let result = try runChild(
+                "/usr/bin/prlimit", ["prlimit", "--pid", "\(worker)", "--nofile=\(value)"], environment: [])
+            #expect(result.exitedNormally && result.exitCode == 0, "\(result.output)")
+        }
+        try limit("\(lowestFree):")
+        // The accept the worker is blocked in already holds its descriptor: this one is served.
+        #expect(try Client.exchange(port: port, "first<EOF>") == "first<EOF>")
+        let client = try Client(port: port, timeout: 10)
+        defer { client.close() }
+        try client.send("waited<EOF>")
+        try waitUntil("STATUS= to show the pause") {
+            daemon.notify.poll(seconds: 0.05)
+            return daemon.notify.received.last { $0.text.contains("STATUS=") }?.text
+                .contains("1 paused (out of file descriptors or memory)") == true
+        }
+        try daemon.waitForLog("Too many open files")
+        try limit("1024:")
+        #expect(try client.readToEnd() == "waited<EOF>", "the queued client is served once the worker can accept")
+    }
+
     @Test func startedWithChildAndStopSignalsIgnoredItStillReapsRespawnsAndStops() throws {
         // A parent (nohup, a shell's trap) may leave signals ignored across exec. Ignored
         // SIGCHLD makes the kernel reap workers itself; ignored SIGTERM is never seen.

@@ -83,6 +83,7 @@ enum pf_stage {
     PF_STAGE_READING = 3,
     PF_STAGE_HANDLING = 4,
     PF_STAGE_EXITING = 5,
+    PF_STAGE_PAUSED = 6,
 };
 
 /// One worker's slot. Written by its worker, read by the supervisor; every field is accessed

@@ -13,6 +13,8 @@ struct Scoreboard {
     enum Stage: UInt32, Sendable, Comparable {
         case free = 0
         case starting, accepting, reading, handling, exiting
+        /// Not accepting for a moment: out of file descriptors or kernel memory (nginx's pause).
+        case paused
 
         static func < (lhs: Stage, rhs: Stage) -> Bool { lhs.rawValue < rhs.rawValue }
     }
@@ -25,6 +27,8 @@ struct Scoreboard {
         var idle = 0
         /// Workers reading initial data or running their handler.
         var busy = 0
+        /// Workers pausing their accepts: out of file descriptors or memory.
+        var paused = 0
         /// Connections handed to handlers by live workers.
         var connections: UInt64 = 0
     }
@@ -113,6 +117,7 @@ struct Scoreboard {
             case .starting: summary.starting += 1
             case .accepting: summary.idle += 1
             case .reading, .handling: summary.busy += 1
+            case .paused: summary.paused += 1
             case .free, .exiting: break
             }
         }

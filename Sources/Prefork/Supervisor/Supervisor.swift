@@ -266,7 +266,8 @@ final class Supervisor {
             rate = (served - rateSample.connections) * 1_000_000_000 / (now - rateSample.at)
         }
         rateSample = (served, now)
-        return "\(summary.idle) idle, \(summary.busy) busy, \(summary.starting) starting; "
+        let paused = summary.paused > 0 ? ", \(summary.paused) paused (out of file descriptors or memory)" : ""
+        return "\(summary.idle) idle, \(summary.busy) busy, \(summary.starting) starting\(paused); "
             + "\(served) connections, \(rate)/s; listening on \(listeners.addresses)"
     }
 }

@@ -76,7 +76,9 @@ struct ServeLoop {
             } catch .stopRequested {
                 break
             } catch .resourcesExhausted(let error) {
-                // Out of fds or memory: the connection stays queued; try again after a pause.
+                // Out of fds or memory: the connection stays queued; try again after a pause,
+                // which the supervisor's STATUS= shows.
+                slot.enter(.paused)
                 backoff.wait(logging: error, to: context.logger)
                 continue
             } catch .listenerClosed {
