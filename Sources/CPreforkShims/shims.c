@@ -139,9 +139,9 @@ int pf_epoll_wait_one(int epfd, int timeout_ms, uint32_t *tag) {
     return n;
 }
 
-int pf_send_datagram(int fd, const void *addr, socklen_t addr_len, const char *text, size_t length,
-                     const int *fds, int nfds) {
-    struct iovec iov = {.iov_base = (void *)text, .iov_len = length};
+int pf_send_datagram(int fd, const void *addr, socklen_t addr_len, const void *bytes, size_t length,
+                     const int *fds, int nfds, int dont_wait) {
+    struct iovec iov = {.iov_base = (void *)bytes, .iov_len = length};
     struct msghdr msg;
     memset(&msg, 0, sizeof msg);
     msg.msg_name = (void *)addr;
@@ -160,10 +160,7 @@ int pf_send_datagram(int fd, const void *addr, socklen_t addr_len, const char *t
         cmsg->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
         memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * (size_t)nfds);
     }
-    ssize_t sent;
-    do {
-        sent = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-    } while (sent < 0 && errno == EINTR);
+    ssize_t sent = sendmsg(fd, &msg, (dont_wait ? MSG_DONTWAIT : 0) | MSG_NOSIGNAL);
     return sent < 0 ? -1 : 0;
 }
 

@@ -3,6 +3,7 @@
 #elseif canImport(Musl)
     import Musl
 #endif
+internal import CPreforkShims
 import SystemPackage
 
 // Socket calls swift-system does not offer. Each returns the `Result<_, Errno>` that
@@ -63,6 +64,27 @@ extension FileDescriptor {
         var value = timeval(tv_sec: Int(whole), tv_usec: Int((seconds - whole) * 1_000_000))
         return nothingOrErrno {
             setsockopt(rawValue, SOL_SOCKET, option, &value, socklen_t(MemoryLayout<timeval>.size))
+        }
+    }
+
+    /// Sends `bytes` as one datagram to `address`, with `descriptors` attached (SCM_RIGHTS, at
+    /// most 16). With `waiting` false, a full receive queue fails at once with `EAGAIN`
+    /// (`Errno.wouldBlock`) instead of blocking. Never raises SIGPIPE.
+    ///
+    /// The corresponding C function is `sendmsg(2)`.
+    public func sendDatagram(
+        _ bytes: UnsafeRawBufferPointer, to address: SocketAddress, passing descriptors: [FileDescriptor] = [],
+        waiting: Bool = true
+    ) -> Result<Void, Errno> {
+        let fds = descriptors.map(\.rawValue)
+        return address.withUnsafeSockaddr { pointer, length in
+            fds.withUnsafeBufferPointer { fds in
+                nothingOrErrno {
+                    pf_send_datagram(
+                        rawValue, pointer, length, bytes.baseAddress, bytes.count, fds.baseAddress, Int32(fds.count),
+                        waiting ? 0 : 1)
+                }
+            }
         }
     }
 }

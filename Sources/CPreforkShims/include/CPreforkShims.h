@@ -53,11 +53,11 @@ int pf_epoll_add(int epfd, int fd, uint32_t tag, int exclusive);
 /// (EINTR included). Any 32-bit tag is possible, so none can be mistaken for the error return.
 int pf_epoll_wait_one(int epfd, int timeout_ms, uint32_t *tag);
 
-/// Sends one datagram `text` to the unix address `addr` without blocking (MSG_DONTWAIT), passing
-/// `fds` (SCM_RIGHTS) when `nfds` > 0. Returns 0, or -1 with errno (EAGAIN when the receiver's
-/// queue is full).
-int pf_send_datagram(int fd, const void *addr, socklen_t addr_len, const char *text, size_t length,
-                     const int *fds, int nfds);
+/// Sends one datagram of `length` bytes to the address `addr`, passing `fds` (SCM_RIGHTS, at
+/// most 16) when `nfds` > 0; with `dont_wait`, fails with EAGAIN instead of blocking when the
+/// receiver's queue is full. Never raises SIGPIPE. Returns 0, or -1 with errno (EINTR included).
+int pf_send_datagram(int fd, const void *addr, socklen_t addr_len, const void *bytes, size_t length,
+                     const int *fds, int nfds, int dont_wait);
 
 // MARK: worker stop handling
 

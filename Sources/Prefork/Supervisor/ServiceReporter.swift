@@ -14,12 +14,12 @@ import Systemd
 struct ServiceReporter {
     /// A datagram that could not be sent yet.
     private struct Held {
-        let text: String
-        let fileDescriptors: [Int32]
+        let notifications: [ServiceNotification]
+        let fileDescriptors: [FileDescriptor]
     }
 
     private let logger: Logger
-    private let channel = NotifyChannel(environmentValue: getenv("NOTIFY_SOCKET").map { String(cString: $0) })
+    private let channel = NotificationSocket()
     private var enabled: Bool { channel != nil }
     /// Half the watchdog interval, in ns, when systemd's watchdog is on for this process.
     let watchdogPeriodNs: UInt64?
@@ -87,7 +87,7 @@ struct ServiceReporter {
     /// held to be sent (the socket stays open meanwhile: it is a listener).
     mutating func store(_ fileDescriptor: Int32, name: String) -> Bool {
         guard enabled else { return false }
-        return send([.fileDescriptorStore(name: name)], passing: [fileDescriptor])
+        return send([.fileDescriptorStore(name: name)], passing: [FileDescriptor(rawValue: fileDescriptor)])
     }
 
     /// FDSTOREREMOVE=1 for `name`.
@@ -103,7 +103,7 @@ struct ServiceReporter {
         if let period = watchdogPeriodNs, healthy, now - lastWatchdogAt >= period {
             lastWatchdogAt = now
             // One pending ping says as much as several.
-            if !held.contains(where: { $0.text == ServiceNotification.watchdog.assignment }) { send([.watchdog]) }
+            if !held.contains(where: { $0.notifications == [.watchdog] }) { send([.watchdog]) }
         }
         guard now - lastStatusAt >= 1_000_000_000 else { return }
         let line = status()
@@ -116,22 +116,23 @@ struct ServiceReporter {
     /// Sends `messages` as one datagram, or holds it (in order) until the receiver reads again.
     /// False only when sending failed for good.
     @discardableResult
-    private mutating func send(_ messages: [ServiceNotification], passing fileDescriptors: [Int32] = []) -> Bool {
+    private mutating func send(
+        _ messages: [ServiceNotification], passing fileDescriptors: [FileDescriptor] = []
+    ) -> Bool {
         guard let channel else { return false }
-        let text = messages.map(\.assignment).joined(separator: "\n")
         guard held.isEmpty else {
-            held.append(Held(text: text, fileDescriptors: fileDescriptors))
+            held.append(Held(notifications: messages, fileDescriptors: fileDescriptors))
             return true
         }
-        switch channel.send(text, passing: fileDescriptors) {
+        switch channel.send(messages, passing: fileDescriptors) {
         case .sent:
             return true
         case .wouldBlock:
             logger.warning("The service manager is not reading notifications; holding them until it does")
-            held.append(Held(text: text, fileDescriptors: fileDescriptors))
+            held.append(Held(notifications: messages, fileDescriptors: fileDescriptors))
             return true
-        case .failed(let errno):
-            if !warned { logger.warning("\(SystemCallError("sd_notify", errno: errno))") }
+        case .failed(let error):
+            if !warned { logger.warning("\(error)") }
             warned = true
             return false
         }
@@ -145,20 +146,20 @@ struct ServiceReporter {
             heldStatus = line
             return
         }
-        if channel.send(ServiceNotification.status(line).assignment) == .wouldBlock { heldStatus = line }
+        if channel.send([.status(line)]) == .wouldBlock { heldStatus = line }
     }
 
     /// Sends what was held, in order, as far as the receiver takes it.
     private mutating func flush() {
         guard let channel, !held.isEmpty || heldStatus != nil else { return }
         while let next = held.first {
-            switch channel.send(next.text, passing: next.fileDescriptors) {
+            switch channel.send(next.notifications, passing: next.fileDescriptors) {
             case .wouldBlock: return
             case .sent, .failed: held.removeFirst()
             }
         }
         if let line = heldStatus {
-            guard channel.send(ServiceNotification.status(line).assignment) != .wouldBlock else { return }
+            guard channel.send([.status(line)]) != .wouldBlock else { return }
             heldStatus = nil
         }
         let dropped = droppedStatusLines > 0 ? " (\(droppedStatusLines) STATUS= lines were replaced by newer ones)" : ""
