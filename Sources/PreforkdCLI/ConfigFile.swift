@@ -1,4 +1,5 @@
 import Glibc
+import SystemPackage
 import Logging
 import Prefork
 import TOMLKit
@@ -66,21 +67,22 @@ package enum ConfigFile {
     }
 
     private static func read(_ path: String) throws(ConfigurationError) -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw ConfigurationError(
-                source: path, key: "(file)", value: path, reason: "cannot be read: \(String(cString: strerror(errno)))")
+        func unreadable(_ error: Errno) -> ConfigurationError {
+            ConfigurationError(source: path, key: "(file)", value: path, reason: "cannot be read: \(error.text)")
+        }
+        let fd: Int32
+        switch valueOrErrno({ open(path, O_RDONLY | O_CLOEXEC) }) {
+        case .success(let opened): fd = opened
+        case .failure(let error): throw unreadable(error)
         }
         defer { close(fd) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else {
-                throw ConfigurationError(
-                    source: path, key: "(file)", value: path,
-                    reason: "cannot be read: \(String(cString: strerror(errno)))")
+            let n: Int
+            switch valueOrErrno({ chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) } }) {
+            case .success(let count): n = count
+            case .failure(let error): throw unreadable(error)
             }
             if n == 0 { break }
             bytes.append(contentsOf: chunk[..<n])

@@ -96,7 +96,8 @@ final class Supervisor {
             pollfd(fd: signals.fileDescriptor, events: Int16(POLLIN), revents: 0),
             pollfd(fd: bootPipe.read, events: Int16(POLLIN), revents: 0),
         ]
-        _ = poll(&fds, nfds_t(fds.count), timeoutMs)
+        // Interrupted or not, the loop looks at everything next: no retry.
+        _ = valueOrErrno(retryOnInterrupt: false) { poll(&fds, nfds_t(fds.count), timeoutMs) }
     }
 
     private static func command(for signal: Int32) -> PoolPolicy.Command? {
@@ -175,7 +176,9 @@ final class Supervisor {
     /// The boot pipe only wakes the loop: the scoreboard says who booted.
     private func drainBootPipe() {
         var bytes = [UInt8](repeating: 0, count: 64)
-        while bytes.withUnsafeMutableBytes({ read(bootPipe.read, $0.baseAddress, $0.count) }) > 0 {}
+        while case .success(let count) = valueOrErrno({
+            bytes.withUnsafeMutableBytes { read(bootPipe.read, $0.baseAddress, $0.count) }
+        }), count > 0 {}
     }
 
     private func noticeBootedWorkers() {
@@ -209,8 +212,7 @@ final class Supervisor {
     private func reapWorkers() {
         while true {
             var status: Int32 = 0
-            let pid = waitpid(-1, &status, WNOHANG)
-            if pid <= 0 { return }
+            guard case .success(let pid) = valueOrErrno({ waitpid(-1, &status, WNOHANG) }), pid > 0 else { return }
             guard let worker = policy.workers[pid] else { continue }
             // It may have booted and died between two turns of the loop.
             if !worker.booted && scoreboard.hasBooted(worker.slot, pid: pid) { dispatch(.booted(pid: pid)) }
