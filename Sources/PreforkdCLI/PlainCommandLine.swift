@@ -84,6 +84,7 @@ enum PlainCommandLine {
         "min-spare": { $0.minSpare = text($1) },
         "max-workers": { $0.maxWorkers = text($1) },
         "spare-timeout": { $0.spareTimeout = text($1) },
+        "runtime-directory": { $0.runtimeDirectory = text($1) },
         "backlog": { $0.backlog = text($1) },
         "unix-mode": { $0.unixMode = text($1) },
         "fd-store": { $0.fdStore = toggle($1) },
@@ -110,9 +111,12 @@ enum PlainCommandLine {
 }
 
 extension PreforkdCommand {
-    /// Runs preforkd with the process's arguments: a plain command line (see
-    /// ``PlainCommandLine``) without swift-argument-parser, anything else through it.
+    /// Runs preforkd with the process's arguments: `preforkd status …` as ``StatusCommand``, a
+    /// plain command line (see ``PlainCommandLine``) without swift-argument-parser, anything else
+    /// through it.
     public static func start() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments.first == "status" { return StatusCommand.main(Array(arguments.dropFirst())) }
         guard let command = PlainCommandLine.command(Array(CommandLine.arguments.dropFirst())) else {
             return main()
         }

@@ -20,6 +20,8 @@ public struct PreforkdCommand: ParsableCommand {
             The command line wins over the file, listener tables included. With no --listen and no socket from systemd, preforkd \
             listens on 127.0.0.1:11000.
 
+            `preforkd status [--runtime-directory DIR] [--json]` shows a running instance's workers.
+
             Signals: TERM/INT graceful stop, QUIT immediate stop, HUP reload, TTIN/TTOU one worker more/less.
             Exit status: 0 stopped, 1 runtime failure, 64 usage error, 69 cannot listen, 78 configuration error.
             """,
@@ -47,6 +49,7 @@ public struct PreforkdCommand: ParsableCommand {
     @Option(name: .setting("min-spare"), help: .setting("min-spare")) var minSpare: String?
     @Option(name: .setting("max-workers"), help: .setting("max-workers")) var maxWorkers: String?
     @Option(name: .setting("spare-timeout"), help: .setting("spare-timeout")) var spareTimeout: String?
+    @Option(name: .setting("runtime-directory"), help: .setting("runtime-directory")) var runtimeDirectory: String?
     @Option(name: .setting("backlog"), help: .setting("backlog")) var backlog: String?
     @Option(name: .setting("unix-mode"), help: .setting("unix-mode")) var unixMode: String?
     @Flag(name: .setting("fd-store"), inversion: .prefixedNo, help: .setting("fd-store")) var fdStore: Bool?
@@ -82,6 +85,7 @@ public struct PreforkdCommand: ParsableCommand {
             ("boot-timeout", text(bootTimeout)), ("handler-timeout", text(handlerTimeout)),
             ("max-connections-per-worker", text(maxConnectionsPerWorker)), ("min-spare", text(minSpare)),
             ("max-workers", text(maxWorkers)), ("spare-timeout", text(spareTimeout)),
+            ("runtime-directory", text(runtimeDirectory)),
             ("backlog", text(backlog)),
             ("unix-mode", text(unixMode)), ("fd-store", .toggle(fdStore)), ("defer-accept", .toggle(deferAccept)),
             ("log-level", text(logLevel)),

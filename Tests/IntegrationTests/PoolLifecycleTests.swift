@@ -318,7 +318,7 @@ import Testing
         let lowestFree = (0...).first { !open.contains($0) }!
         func limit(_ value: String) throws {
             let result = try runChild(
-                "/usr/bin/prlimit", ["prlimit", "--pid", "\(worker)", "--nofile=\(value)"], environment: [])
+                "/usr/bin/prlimit", ["--pid", "\(worker)", "--nofile=\(value)"], environment: [])
             #expect(result.exitedNormally && result.exitCode == 0, "\(result.output)")
         }
         try limit("\(lowestFree):")

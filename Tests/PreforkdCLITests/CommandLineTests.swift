@@ -24,7 +24,7 @@ struct ConfigFixture {
         "listen": "[::1]:9", "workers": "7", "initial-bytes": "77", "initial-timeout": "2.5",
         "send-timeout": "0.125", "handler": "echo", "graceful-timeout": "0", "boot-timeout": "2.5",
         "handler-timeout": "7", "max-connections-per-worker": "1000", "min-spare": "2", "max-workers": "9",
-        "spare-timeout": "4.5", "backlog": "99",
+        "spare-timeout": "4.5", "runtime-directory": "/run/preforkd-sample", "backlog": "99",
         "unix-mode": "0600",
         "log-level": "debug", "log-format": "json", "echo.idle-timeout": "3.75", "echo.max-message-bytes": "64",
         "echo.message-timeout": "12",

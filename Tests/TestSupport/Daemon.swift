@@ -54,8 +54,8 @@ public final class Daemon: @unchecked Sendable {
     private var standardErrorPipe: Int32 = -1
     private var stopped = false
 
-    /// Starts `binary` with `arguments`; NOTIFY_SOCKET points at this daemon's receiver, and
-    /// systemd variables of the test's own environment (LISTEN_*, WATCHDOG_*, JOURNAL_STREAM) are
+    /// Starts `binary` with `arguments`; NOTIFY_SOCKET points at this daemon's receiver,
+    /// RUNTIME_DIRECTORY at its own directory (where its status file goes), and systemd variables of the test's own environment (LISTEN_*, WATCHDOG_*, JOURNAL_STREAM) are
     /// dropped before `environment` is applied.
     ///
     /// - Parameters:
@@ -98,6 +98,7 @@ public final class Daemon: @unchecked Sendable {
             env.removeValue(forKey: key)
         }
         env["NOTIFY_SOCKET"] = notify.path
+        env["RUNTIME_DIRECTORY"] = directory
         env.merge(environment) { $1 }
 
         var program = binary

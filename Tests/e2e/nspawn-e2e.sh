@@ -168,6 +168,13 @@ if wait_for 10 status_mentions_address; then
 else
     not_ok "StatusText mentions the listen address $ADDRESS"; note "StatusText=$(prop "$SERVICE" StatusText)"
 fi
+# preforkd status reads the scoreboard the supervisor keeps in its RuntimeDirectory=.
+status_table() { IN /opt/preforkd/preforkd status --runtime-directory /run/preforkd 2>&1; }
+if table=$(status_table) && grep -q "^preforkd $(prop "$SERVICE" MainPID): up " <<<"$table"; then
+    ok "preforkd status reads /run/preforkd/status: $(grep -c accepting <<<"$table") workers accepting"
+else
+    not_ok "preforkd status reads /run/preforkd/status"; note "$table"
+fi
 main_pid=$(prop "$SERVICE" MainPID)
 if [ -n "$main_pid" ] && [ "$main_pid" != 0 ]; then
     status=$(IN cat /proc/"$main_pid"/status 2>/dev/null)

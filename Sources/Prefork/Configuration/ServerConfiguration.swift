@@ -46,6 +46,10 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// a worker; they are closed once `initial-timeout` (rounded up to TCP's retransmission
     /// schedule) has passed. Turn it off for protocols where the server speaks first.
     public var deferAccept: Bool = true
+    /// `runtime-directory`: where the supervisor keeps its status file (`status`: the scoreboard
+    /// `preforkd status` reads). Defaults to systemd's `$RUNTIME_DIRECTORY` (the unit's
+    /// `RuntimeDirectory=`), else `/run/preforkd`; empty for no status file.
+    public var runtimeDirectory: String = ServerConfiguration.defaultRuntimeDirectory()
     /// `backlog`: the accept queue of each bound listener (the kernel clamps it to somaxconn).
     public var backlog: Int = 4096
     /// `unix-mode`: permissions of the unix socket files preforkd creates.
@@ -66,6 +70,17 @@ public struct ServerConfiguration: Sendable, Equatable {
     public func validate() throws(ConfigurationError) {
         try Self.settings.validate(self)
     }
+
+    /// `$RUNTIME_DIRECTORY`'s first directory when systemd sets it, else `/run/preforkd`.
+    public static func defaultRuntimeDirectory() -> String {
+        guard let value = getenv("RUNTIME_DIRECTORY").map({ String(cString: $0) }), !value.isEmpty else {
+            return "/run/preforkd"
+        }
+        return String(value.split(separator: ":").first ?? "/run/preforkd")
+    }
+
+    /// The status file's path, or nil when `runtimeDirectory` is empty.
+    public var statusFile: String? { runtimeDirectory.isEmpty ? nil : runtimeDirectory + "/status" }
 
     /// Processors online (`sysconf(_SC_NPROCESSORS_ONLN)`), at least 1.
     public static func onlineProcessors() -> Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
@@ -176,6 +191,21 @@ public struct ServerConfiguration: Sendable, Equatable {
             check: { configuration throws(SettingError) in
                 guard configuration.unixMode <= 0o777 else { throw SettingError("must be an octal mode from 0 to 777") }
             }),
+        Setting(
+            key: "runtime-directory",
+            help: "Directory of the status file preforkd status reads (empty: none).",
+            flag: .value(name: "dir"), defaultDescription: "$RUNTIME_DIRECTORY, else /run/preforkd",
+            read: { value, configuration throws(SettingError) in
+                guard case .string(let path) = value else {
+                    throw SettingError("expected a string, got \(value.kindDescription)")
+                }
+                guard path.isEmpty || (path.hasPrefix("/") && path.utf8.count < 100) else {
+                    throw SettingError("must be empty or an absolute path shorter than 100 bytes")
+                }
+                configuration.runtimeDirectory = path
+            },
+            parseFlag: { .string($0) },
+            render: { .string($0.runtimeDirectory) }),
         .boolean(
             "defer-accept", \.deferAccept,
             help:

@@ -34,16 +34,53 @@ struct Scoreboard {
     }
 
     private let base: UnsafeMutablePointer<pf_slot>
+    /// The header page before the slots: who wrote the board and what it serves (see
+    /// ``ScoreboardHeader``), for `preforkd status` in another process.
+    private let header: UnsafeMutableRawPointer
     /// The number of slots (the most workers that can exist at once, old generations included).
     let capacity: Int
+    /// The file it lives in, when it has one.
+    let file: String?
 
-    /// Maps a zeroed scoreboard with `capacity` slots.
-    init(capacity: Int) throws(SystemCallError) {
-        let bytes = capacity * MemoryLayout<pf_slot>.stride
-        let memory = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
-        guard let memory, memory != MAP_FAILED else { throw SystemCallError.current("mmap", "scoreboard") }
-        self.base = memory.bindMemory(to: pf_slot.self, capacity: capacity)
+    /// Maps a zeroed scoreboard with `capacity` slots: in anonymous shared memory, or, with
+    /// `file`, in that file (created mode 0644; one left by a supervisor that is gone is
+    /// replaced, one a running supervisor uses is refused), so that another process can read it.
+    /// Every worker inherits the mapping across fork either way.
+    init(capacity: Int, file: String? = nil) throws(SystemCallError) {
+        let bytes = ScoreboardHeader.size + capacity * MemoryLayout<pf_slot>.stride
+        var fd: Int32 = -1
+        if let file {
+            // Never an existing file: another supervisor's workers may have it mapped, and
+            // truncating it under them would crash them. A stale one (its writer gone) is replaced.
+            if let existing = try? StatusReport.read(path: file) {
+                throw SystemCallError(
+                    "open", file + " (preforkd \(existing.supervisor) uses it)", errno: .fileExists)
+            }
+            unlink(file)
+            switch valueOrErrno({ open(file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }) {
+            case .success(let opened): fd = opened
+            case .failure(let errno): throw SystemCallError("open", file, errno: errno)
+            }
+            if case .failure(let errno) = nothingOrErrno({ ftruncate(fd, off_t(bytes)) }) {
+                close(fd)
+                throw SystemCallError("ftruncate", file, errno: errno)
+            }
+        }
+        defer { if fd >= 0 { close(fd) } }
+        let flags = fd >= 0 ? MAP_SHARED : MAP_SHARED | MAP_ANONYMOUS
+        let memory = mmap(nil, bytes, PROT_READ | PROT_WRITE, flags, fd, 0)
+        guard let memory, memory != MAP_FAILED else { throw SystemCallError.current("mmap", file ?? "scoreboard") }
+        header = memory
+        base = (memory + ScoreboardHeader.size).bindMemory(to: pf_slot.self, capacity: capacity)
         self.capacity = capacity
+        self.file = file
+        ScoreboardHeader.writeIdentity(to: header, supervisor: getpid(), capacity: capacity)
+    }
+
+    /// Publishes what `preforkd status` shows besides the slots.
+    func publish(generation: Int, retiredConnections: UInt64, listening: [String]) {
+        ScoreboardHeader.writeState(
+            to: header, generation: generation, retiredConnections: retiredConnections, listening: listening)
     }
 
     /// The slot at `index` (0-based).

@@ -26,6 +26,8 @@ final class Supervisor {
     /// Connections served by workers already reaped.
     private var retiredConnections: UInt64 = 0
     private var exitCode: PreforkExitCode?
+    /// The status file the scoreboard lives in, removed on exit; nil without one.
+    private var statusFile: String?
 
     init(setup: ServerSetup, inherited: [ActivatedSocket], loader: @escaping PreforkServer.Loader, logger: Logger)
         throws(StartupError)
@@ -41,7 +43,7 @@ final class Supervisor {
         let bound = try ListenerAcquisition.acquire(setup.configuration, inherited: inherited, logger: logger)
         do throws(SystemCallError) {
             try ListenerBook.apply(setup.configuration, to: bound, listenerCount: bound.count)
-            scoreboard = try Scoreboard(capacity: 2 * ServerConfiguration.maximumWorkers + 2)
+            scoreboard = try Self.makeScoreboard(setup.configuration, logger: logger)
             signals = try SignalChannel()
             var fds: [Int32] = [-1, -1]
             guard pf_pipe2(&fds, O_CLOEXEC | O_NONBLOCK) == 0 else { throw SystemCallError.current("pipe2") }
@@ -50,6 +52,7 @@ final class Supervisor {
             for listener in bound where listener.origin == .bound { listener.close() }
             throw StartupError(.failure, error.description)
         }
+        statusFile = scoreboard.file
         listeners = ListenerBook(bound, logger: logger)
         policy = PoolPolicy(limits: Self.limits(of: setup.configuration))
         reporter = ServiceReporter(logger: logger)
@@ -79,6 +82,7 @@ final class Supervisor {
             reporter.tick(status: statusLine(), healthy: policy.isHealthy)
         }
         listeners.closeAll()
+        if let statusFile { unlink(statusFile) }
         logger.info("Stopped", metadata: ["connections": "\(totalConnections)"])
         return exitCode ?? .failure
     }
@@ -239,6 +243,28 @@ final class Supervisor {
         dispatch(.reloadPrepared(Self.limits(of: next.configuration)))
     }
 
+    /// The scoreboard, in the status file under the runtime directory when there is one (created
+    /// if missing); in anonymous memory when there is none or it cannot be written (then one
+    /// warning says `preforkd status` will not find this instance).
+    private static func makeScoreboard(_ configuration: ServerConfiguration, logger: Logger) throws(SystemCallError)
+        -> Scoreboard
+    {
+        let capacity = 2 * ServerConfiguration.maximumWorkers + 2
+        guard let file = configuration.statusFile else { return try Scoreboard(capacity: capacity) }
+        if mkdir(configuration.runtimeDirectory, 0o755) != 0 && errno != EEXIST {
+            logger.warning(
+                "No status file, preforkd status will not find this instance: \(SystemCallError.current("mkdir", configuration.runtimeDirectory))"
+            )
+            return try Scoreboard(capacity: capacity)
+        }
+        do {
+            return try Scoreboard(capacity: capacity, file: file)
+        } catch {
+            logger.warning("No status file, preforkd status will not find this instance: \(error)")
+            return try Scoreboard(capacity: capacity)
+        }
+    }
+
     private static func limits(of configuration: ServerConfiguration) -> PoolPolicy.Limits {
         PoolPolicy.Limits(
             workers: configuration.workers,
@@ -268,6 +294,9 @@ final class Supervisor {
             rate = (served - rateSample.connections) * 1_000_000_000 / (now - rateSample.at)
         }
         rateSample = (served, now)
+        scoreboard.publish(
+            generation: policy.generation, retiredConnections: retiredConnections,
+            listening: listeners.current.map(\.address))
         let paused = summary.paused > 0 ? ", \(summary.paused) paused (out of file descriptors or memory)" : ""
         return "\(summary.idle) idle, \(summary.busy) busy, \(summary.starting) starting\(paused); "
             + "\(served) connections, \(rate)/s; listening on \(listeners.addresses)"
