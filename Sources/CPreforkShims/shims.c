@@ -249,6 +249,12 @@ void pf_slot_add_connection(pf_slot *slot) { __atomic_fetch_add(&slot->connectio
 uint64_t pf_slot_load_connections(const pf_slot *slot) {
     return __atomic_load_n(&slot->connections, __ATOMIC_RELAXED);
 }
+void pf_slot_count_outcome(pf_slot *slot, uint32_t outcome) {
+    if (outcome < 4) __atomic_fetch_add(&slot->outcomes[outcome], 1, __ATOMIC_RELAXED);
+}
+uint64_t pf_slot_load_outcome(const pf_slot *slot, uint32_t outcome) {
+    return outcome < 4 ? __atomic_load_n(&slot->outcomes[outcome], __ATOMIC_RELAXED) : 0;
+}
 void pf_slot_store_boot_errno(pf_slot *slot, int32_t value) {
     __atomic_store_n(&slot->boot_errno, value, __ATOMIC_RELAXED);
 }

@@ -23,7 +23,8 @@ import Prefork
 package enum HandlerRegistry {
     /// Every built-in handler, one line each; the first is the default.
     package static let all: [RegisteredHandler] = [
-        RegisteredHandler(EchoHandler.self)
+        RegisteredHandler(EchoHandler.self),
+        RegisteredHandler(MetricsHandler.self),
     ]
 
     /// The handler called `name`, if there is one.

@@ -81,7 +81,7 @@ struct ConfigFixture {
                 "--listen = localhost:80: 'localhost' is not an IPv4 address (use an address, not a host name)"
             ),
             (["-l", "*:1", "-l", "*:1"], "--listen = *:1: is listed twice"),
-            (["--handler", "nope"], "--handler = nope: expected one of echo"),
+            (["--handler", "nope"], "--handler = nope: expected one of echo, metrics"),
             (
                 ["--log-level", "loud"],
                 "--log-level = loud: expected one of trace, debug, info, notice, warning, error, critical"

@@ -15,6 +15,16 @@ public struct Client: Sendable {
         guard rc == 0 else { throw Self.failure(closing: fd) }
     }
 
+    /// Connects to `host`:`port`, an IPv4 loopback address such as 127.0.0.2.
+    public init(host: String, port: UInt16, timeout: Double = 5) throws {
+        fd = try makeSocket(AF_INET, SOCK_STREAM)
+        Self.setTimeouts(fd, timeout)
+        var address = loopbackAddress(port: port)
+        guard inet_pton(AF_INET, host, &address.sin_addr) == 1, connectAddress(fd, address) == 0 else {
+            throw Self.failure(closing: fd)
+        }
+    }
+
     /// Connects to a unix socket.
     public init(unixPath: String, timeout: Double = 5) throws {
         fd = try makeSocket(AF_UNIX, SOCK_STREAM)

@@ -98,6 +98,9 @@ typedef struct pf_slot {
     int32_t boot_errno;
     /// The length accept4 returned with `peer`.
     uint32_t peer_length;
+    /// Connections that ended without reaching the handler, or with its error, by outcome
+    /// (PF_OUTCOME_…): counted off the hot path, where those connections end.
+    uint64_t outcomes[4];
     /// The client of the worker's current connection: accept4 writes it here itself, so the
     /// supervisor can name the peer of a worker it kills without the worker copying anything.
     struct sockaddr_storage peer;
@@ -116,6 +119,15 @@ void pf_slot_store_generation(pf_slot *slot, uint64_t generation);
 uint64_t pf_slot_load_generation(const pf_slot *slot);
 void pf_slot_add_connection(pf_slot *slot);
 uint64_t pf_slot_load_connections(const pf_slot *slot);
+/// Outcomes counted in pf_slot.outcomes.
+enum pf_outcome {
+    PF_OUTCOME_INITIAL_READ_TIMEOUT = 0,
+    PF_OUTCOME_CLOSED_BEFORE_SENDING = 1,
+    PF_OUTCOME_RESET = 2,
+    PF_OUTCOME_HANDLER_ERROR = 3,
+};
+void pf_slot_count_outcome(pf_slot *slot, uint32_t outcome);
+uint64_t pf_slot_load_outcome(const pf_slot *slot, uint32_t outcome);
 void pf_slot_store_boot_errno(pf_slot *slot, int32_t value);
 int32_t pf_slot_load_boot_errno(const pf_slot *slot);
 

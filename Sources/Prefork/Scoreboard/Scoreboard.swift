@@ -19,6 +19,24 @@ struct Scoreboard {
         static func < (lhs: Stage, rhs: Stage) -> Bool { lhs.rawValue < rhs.rawValue }
     }
 
+    /// How a connection ended when it did not end well, counted per slot.
+    enum Outcome: UInt32, CaseIterable, Sendable {
+        case initialReadTimeout = 0
+        case closedBeforeSending = 1
+        case reset = 2
+        case handlerError = 3
+
+        /// The label in the metrics (`outcome="initial_read_timeout"`).
+        var label: String {
+            switch self {
+            case .initialReadTimeout: "initial_read_timeout"
+            case .closedBeforeSending: "closed_before_sending"
+            case .reset: "reset"
+            case .handlerError: "handler_error"
+            }
+        }
+    }
+
     /// Counts across the whole pool.
     struct Summary: Sendable, Equatable {
         /// Workers between fork and their first accept.
@@ -41,6 +59,12 @@ struct Scoreboard {
     let capacity: Int
     /// The file it lives in, when it has one.
     let file: String?
+    /// Its header and slots, for a reader in this process (a worker's metrics handler).
+    let memory: UnsafeRawPointer
+    let size: Int
+
+    /// The supervisor's board, in the supervisor and (inherited across fork) in every worker.
+    nonisolated(unsafe) static var ofThisProcess: Scoreboard?
 
     /// Maps a zeroed scoreboard with `capacity` slots: in anonymous shared memory, or, with
     /// `file`, in that file (created mode 0644; one left by a supervisor that is gone is
@@ -74,13 +98,23 @@ struct Scoreboard {
         base = (memory + ScoreboardHeader.size).bindMemory(to: pf_slot.self, capacity: capacity)
         self.capacity = capacity
         self.file = file
+        self.memory = UnsafeRawPointer(memory)
+        self.size = bytes
         ScoreboardHeader.writeIdentity(to: header, supervisor: getpid(), capacity: capacity)
     }
 
     /// Publishes what `preforkd status` shows besides the slots.
-    func publish(generation: Int, retiredConnections: UInt64, listening: [String]) {
+    func publish(
+        generation: Int, retiredConnections: UInt64, counters: ScoreboardHeader.Counters, listening: [String]
+    ) {
         ScoreboardHeader.writeState(
-            to: header, generation: generation, retiredConnections: retiredConnections, listening: listening)
+            to: header, generation: generation, retiredConnections: retiredConnections, counters: counters,
+            listening: listening)
+    }
+
+    /// The outcome counts of the worker in `index`.
+    func outcomes(_ index: Int) -> [UInt64] {
+        Outcome.allCases.map { pf_slot_load_outcome(slot(index), $0.rawValue) }
     }
 
     /// The slot at `index` (0-based).
@@ -132,9 +166,9 @@ struct Scoreboard {
     func bootErrno(_ index: Int) -> Int32 { pf_slot_load_boot_errno(slot(index)) }
 
     /// Frees a slot after its worker was reaped; returns the connections it had served.
-    func release(_ index: Int) -> UInt64 {
+    func release(_ index: Int) -> (connections: UInt64, outcomes: [UInt64]) {
         let slot = self.slot(index)
-        let served = pf_slot_load_connections(slot)
+        let served = (pf_slot_load_connections(slot), outcomes(index))
         slot.pointee = pf_slot()
         return served
     }
@@ -179,6 +213,9 @@ struct SlotWriter {
 
     @inline(__always)
     func countConnection() { pf_slot_add_connection(slot) }
+
+    /// Counts a connection that ended before its handler, or with the handler's error.
+    func count(_ outcome: Scoreboard.Outcome) { pf_slot_count_outcome(slot, outcome.rawValue) }
 
     /// Records why this worker could not boot, just before it exits.
     func recordBootFailure(errno: Int32) { pf_slot_store_boot_errno(slot, errno) }

@@ -6,12 +6,12 @@ import Glibc
 ///
 /// Only the supervisor writes it; a reader may see a field mid-update, which for a status display
 /// is harmless (the slots themselves are read with the same atomics the workers write with).
-enum ScoreboardHeader {
+package enum ScoreboardHeader {
     /// Bytes before the first slot.
     static let size = 4096
     /// "PFKD", then a layout version: a reader refuses anything else.
     static let magic: UInt32 = 0x444B_4650
-    static let version: UInt32 = 1
+    static let version: UInt32 = 2
 
     private static let magicOffset = 0
     private static let versionOffset = 4
@@ -20,8 +20,9 @@ enum ScoreboardHeader {
     private static let startedOffset = 16
     private static let generationOffset = 24
     private static let retiredOffset = 32
-    private static let listeningLengthOffset = 40
-    private static let listeningOffset = 44
+    private static let countersOffset = 64
+    private static let listeningLengthOffset = countersOffset + Counters.count * 8
+    private static let listeningOffset = listeningLengthOffset + 4
     private static let listeningCapacity = size - listeningOffset
 
     static func writeIdentity(to header: UnsafeMutableRawPointer, supervisor: Int32, capacity: Int) {
@@ -34,11 +35,85 @@ enum ScoreboardHeader {
         header.storeBytes(of: UInt64(now.tv_sec), toByteOffset: startedOffset, as: UInt64.self)
     }
 
+    /// The pool's counters since the supervisor started: outcomes of connections served by
+    /// workers that have exited (live ones keep theirs in their slots), worker exits by cause,
+    /// deadline kills by stage, reloads by result.
+    package struct Counters: Equatable, Sendable {
+        static let count = 13
+        var values = [UInt64](repeating: 0, count: count)
+
+        /// Connections that did not end well, by outcome label: `initial_read_timeout`,
+        /// `closed_before_sending`, `reset`, `handler_error`.
+        package var outcomes: [(label: String, count: UInt64)] {
+            Scoreboard.Outcome.allCases.map { ($0.label, self[outcome: $0]) }
+        }
+        /// Worker exits by cause: `boot_failure`, `crash`, `recycled`, `deadline`.
+        package var exits: [(cause: String, count: UInt64)] {
+            [
+                ("boot_failure", exitsBootFailure), ("crash", exitsCrash), ("recycled", exitsRecycled),
+                ("deadline", exitsDeadline),
+            ]
+        }
+        /// Workers killed past a deadline, by stage: `reading`, `handling`.
+        package var deadlineKills: [(stage: String, count: UInt64)] {
+            [("reading", killsReading), ("handling", killsHandling)]
+        }
+        /// Reloads by result: `committed`, `rolled_back`, `rejected`.
+        package var reloads: [(result: String, count: UInt64)] {
+            [("committed", reloadsCommitted), ("rolled_back", reloadsRolledBack), ("rejected", reloadsRejected)]
+        }
+
+        subscript(outcome outcome: Scoreboard.Outcome) -> UInt64 {
+            get { values[Int(outcome.rawValue)] }
+            set { values[Int(outcome.rawValue)] = newValue }
+        }
+        var exitsBootFailure: UInt64 {
+            get { values[4] }
+            set { values[4] = newValue }
+        }
+        var exitsCrash: UInt64 {
+            get { values[5] }
+            set { values[5] = newValue }
+        }
+        var exitsRecycled: UInt64 {
+            get { values[6] }
+            set { values[6] = newValue }
+        }
+        var exitsDeadline: UInt64 {
+            get { values[7] }
+            set { values[7] = newValue }
+        }
+        var killsReading: UInt64 {
+            get { values[8] }
+            set { values[8] = newValue }
+        }
+        var killsHandling: UInt64 {
+            get { values[9] }
+            set { values[9] = newValue }
+        }
+        var reloadsCommitted: UInt64 {
+            get { values[10] }
+            set { values[10] = newValue }
+        }
+        var reloadsRolledBack: UInt64 {
+            get { values[11] }
+            set { values[11] = newValue }
+        }
+        var reloadsRejected: UInt64 {
+            get { values[12] }
+            set { values[12] = newValue }
+        }
+    }
+
     static func writeState(
-        to header: UnsafeMutableRawPointer, generation: Int, retiredConnections: UInt64, listening: [String]
+        to header: UnsafeMutableRawPointer, generation: Int, retiredConnections: UInt64, counters: Counters,
+        listening: [String]
     ) {
         header.storeBytes(of: UInt64(generation), toByteOffset: generationOffset, as: UInt64.self)
         header.storeBytes(of: retiredConnections, toByteOffset: retiredOffset, as: UInt64.self)
+        for (index, value) in counters.values.enumerated() {
+            header.storeBytes(of: value, toByteOffset: countersOffset + index * 8, as: UInt64.self)
+        }
         var text = Array(listening.joined(separator: "\n").utf8.prefix(listeningCapacity))
         header.storeBytes(of: UInt32(text.count), toByteOffset: listeningLengthOffset, as: UInt32.self)
         text.withUnsafeMutableBytes {
@@ -53,6 +128,7 @@ enum ScoreboardHeader {
         let startedAt: UInt64
         let generation: Int
         let retiredConnections: UInt64
+        let counters: Counters
         let listening: [String]
     }
 
@@ -70,6 +146,10 @@ enum ScoreboardHeader {
             startedAt: header.load(fromByteOffset: startedOffset, as: UInt64.self),
             generation: Int(header.load(fromByteOffset: generationOffset, as: UInt64.self)),
             retiredConnections: header.load(fromByteOffset: retiredOffset, as: UInt64.self),
+            counters: Counters(
+                values: (0..<Counters.count).map {
+                    header.load(fromByteOffset: countersOffset + $0 * 8, as: UInt64.self)
+                }),
             listening: text.split(separator: "\n").map(String.init))
     }
 }

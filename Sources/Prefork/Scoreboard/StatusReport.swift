@@ -28,6 +28,9 @@ package struct StatusReport: Sendable {
     package let workers: [Worker]
     /// Connections served by workers that have exited.
     package let retiredConnections: UInt64
+    /// Connection outcomes (live workers' and exited ones'), worker exits by cause, deadline
+    /// kills by stage, reloads by result.
+    package let counters: ScoreboardHeader.Counters
 
     /// Connections served in all, by live workers and exited ones.
     package var totalConnections: UInt64 { retiredConnections + workers.reduce(0) { $0 + $1.connections } }
@@ -53,17 +56,45 @@ package struct StatusReport: Sendable {
             throw SystemCallError.current("mmap", path)
         }
         defer { munmap(memory, size) }
-        guard let header = ScoreboardHeader.read(UnsafeRawPointer(memory)),
-            size >= ScoreboardHeader.size + header.capacity * MemoryLayout<pf_slot>.stride
-        else { throw SystemCallError("read", path + " (not a status file)", errno: .noSuchProcess) }
-        // A file left by a supervisor that died without removing it describes nothing.
-        guard kill(header.supervisor, 0) == 0 || errno == EPERM else {
-            throw SystemCallError(
-                "read", path + " (its supervisor, pid \(header.supervisor), is gone)", errno: .noSuchProcess)
+        guard let report = StatusReport(memory: UnsafeRawPointer(memory), size: size) else {
+            throw SystemCallError("read", path + " (not a status file)", errno: .noSuchProcess)
         }
+        // A file left by a supervisor that died without removing it describes nothing.
+        guard kill(report.supervisor, 0) == 0 || errno == EPERM else {
+            throw SystemCallError(
+                "read", path + " (its supervisor, pid \(report.supervisor), is gone)", errno: .noSuchProcess)
+        }
+        return report
+    }
+
+    /// The report of this process's own scoreboard (in a worker: its supervisor's), if any.
+    package static func current() -> StatusReport? {
+        guard let board = Scoreboard.ofThisProcess else { return nil }
+        return StatusReport(memory: board.memory, size: board.size)
+    }
+
+    private init(
+        supervisor: Int32, startedAt: UInt64, generation: Int, listening: [String], workers: [Worker],
+        retiredConnections: UInt64, counters: ScoreboardHeader.Counters
+    ) {
+        self.supervisor = supervisor
+        self.startedAt = startedAt
+        self.generation = generation
+        self.listening = listening
+        self.workers = workers
+        self.retiredConnections = retiredConnections
+        self.counters = counters
+    }
+
+    /// Reads a scoreboard mapped at `memory`; nil when it is not one of this layout.
+    private init?(memory: UnsafeRawPointer, size: Int) {
+        guard size >= ScoreboardHeader.size, let header = ScoreboardHeader.read(memory),
+            size >= ScoreboardHeader.size + header.capacity * MemoryLayout<pf_slot>.stride
+        else { return nil }
         let slots = (memory + ScoreboardHeader.size).bindMemory(to: pf_slot.self, capacity: header.capacity)
         let now = Monotonic.now()
         var workers: [Worker] = []
+        var counters = header.counters
         for index in 0..<header.capacity {
             let slot = slots + index
             let stage = Scoreboard.Stage(rawValue: pf_slot_load_stage(slot)) ?? .free
@@ -72,6 +103,9 @@ package struct StatusReport: Sendable {
             let since = pf_slot_load_stage_since(slot)
             let buffer = PeerAddressBuffer.inSlot(UnsafeMutablePointer(mutating: slot))
             let busy = stage == .reading || stage == .handling
+            for outcome in Scoreboard.Outcome.allCases {
+                counters[outcome: outcome] += pf_slot_load_outcome(slot, outcome.rawValue)
+            }
             workers.append(
                 Worker(
                     number: index + 1, pid: pid, generation: Int(pf_slot_load_generation(slot)),
@@ -79,8 +113,9 @@ package struct StatusReport: Sendable {
                     connections: pf_slot_load_connections(slot),
                     peer: busy ? SocketAddress.describe(buffer.storage, length: buffer.length.pointee) : nil))
         }
-        return StatusReport(
+        self.init(
             supervisor: header.supervisor, startedAt: header.startedAt, generation: header.generation,
-            listening: header.listening, workers: workers, retiredConnections: header.retiredConnections)
+            listening: header.listening, workers: workers, retiredConnections: header.retiredConnections,
+            counters: counters)
     }
 }

@@ -205,6 +205,21 @@ struct PoolPolicy {
     static let growthIntervalNs: UInt64 = 100_000_000
     /// The most one growth step adds.
     static let maximumGrowthStep = 32
+    /// What happened to the pool since start, for metrics: worker exits by cause, deadline
+    /// kills by stage, reloads by result.
+    struct Tally: Equatable {
+        var bootFailures: UInt64 = 0
+        var crashes: UInt64 = 0
+        var recycled: UInt64 = 0
+        var deadlineExits: UInt64 = 0
+        var killedReading: UInt64 = 0
+        var killedHandling: UInt64 = 0
+        var reloadsCommitted: UInt64 = 0
+        var reloadsRolledBack: UInt64 = 0
+        var reloadsRejected: UInt64 = 0
+    }
+
+    private(set) var tally = Tally()
     /// One "no free slot" line per shortage, not one per retry.
     private var slotShortageReported = false
     let maximumWorkers: Int
@@ -291,6 +306,7 @@ struct PoolPolicy {
                 if reload == nil { scale(samples, now: now, into: &actions) }
             }
         case .reloadRejected(let reason):
+            tally.reloadsRejected += 1
             actions.append(.log(.error, "SIGHUP: reload rejected, keeping generation \(generation): \(reason)"))
             startQueuedReload(into: &actions)
         case .tick:
@@ -389,11 +405,13 @@ struct PoolPolicy {
             return
         }
         if status.isRecycled && worker.booted && phase == .running && worker.retiredAt == nil {
+            tally.recycled += 1
             actions.append(
                 .log(.info, "\(name) served its max-connections-per-worker; replacing it", worker: worker.tag))
             return
         }
         if worker.overdue && phase == .running && worker.retiredAt == nil {
+            tally.deadlineExits += 1
             // Killed for a client that held it too long: replace it at once, no back-off.
             actions.append(.log(.debug, "\(name) exited (\(status))", worker: worker.tag))
             return
@@ -407,6 +425,7 @@ struct PoolPolicy {
             return
         }
         if !worker.booted || status.isBootFailure {
+            tally.bootFailures += 1
             consecutiveBootFailures += 1
             actions.append(
                 .log(
@@ -430,6 +449,7 @@ struct PoolPolicy {
             actions.append(.log(.info, "Respawning in \(respawnDelayNs / 1_000_000) ms"))
             return
         }
+        tally.crashes += 1
         if worker.generation != generation {
             // The previous generation still serves while a reload boots; it is not topped up.
             actions.append(.log(.warning, "\(name) of generation \(worker.generation) died (\(status))"))
@@ -454,6 +474,7 @@ struct PoolPolicy {
     /// that one is whole again.
     private mutating func rollBack(reason: String, now: UInt64, into actions: inout [Action]) {
         guard let pending = reload else { return }
+        tally.reloadsRolledBack += 1
         actions.append(
             .log(
                 .error,
@@ -505,6 +526,7 @@ struct PoolPolicy {
             guard elapsed >= limit else { continue }
             workers[sample.pid]!.killed = true
             workers[sample.pid]!.overdue = true
+            if sample.stage == .reading { tally.killedReading += 1 } else { tally.killedHandling += 1 }
             actions.append(.killOverdue(pid: sample.pid, stage: sample.stage, elapsedNs: elapsed, limitNs: limit))
         }
     }
@@ -600,6 +622,7 @@ struct PoolPolicy {
                         .info, "Generation \(generation) accepting; retiring \(old.count) workers of the previous one"))
                 for pid in old { retire(pid, now: now, killAt: now + limits.gracefulTimeoutNs, into: &actions) }
                 actions.append(.commitReload(generation: pending.generation))
+                tally.reloadsCommitted += 1
                 reload = nil
                 readyOwed = true
             }

@@ -23,8 +23,9 @@ final class Supervisor {
     private var reporter: ServiceReporter
     /// For the STATUS= rate: connections and time at the previous status line.
     private var rateSample: (connections: UInt64, at: UInt64) = (0, 0)
-    /// Connections served by workers already reaped.
+    /// Connections served by workers already reaped, and how those that went wrong ended.
     private var retiredConnections: UInt64 = 0
+    private var retiredOutcomes = [UInt64](repeating: 0, count: Scoreboard.Outcome.allCases.count)
     private var exitCode: PreforkExitCode?
     /// The status file the scoreboard lives in, removed on exit; nil without one.
     private var statusFile: String?
@@ -53,6 +54,7 @@ final class Supervisor {
             throw StartupError(.failure, error.description)
         }
         statusFile = scoreboard.file
+        Scoreboard.ofThisProcess = scoreboard
         listeners = ListenerBook(bound, logger: logger)
         policy = PoolPolicy(limits: Self.limits(of: setup.configuration))
         reporter = ServiceReporter(logger: logger)
@@ -221,7 +223,9 @@ final class Supervisor {
             // It may have booted and died between two turns of the loop.
             if !worker.booted && scoreboard.hasBooted(worker.slot, pid: pid) { dispatch(.booted(pid: pid)) }
             let errno = scoreboard.bootErrno(worker.slot)
-            retiredConnections += scoreboard.release(worker.slot)
+            let served = scoreboard.release(worker.slot)
+            retiredConnections += served.connections
+            for (index, count) in served.outcomes.enumerated() { retiredOutcomes[index] += count }
             dispatch(.exited(pid: pid, status: WaitStatus(rawValue: status), errno: errno))
         }
     }
@@ -278,6 +282,25 @@ final class Supervisor {
 
     // MARK: - status
 
+    /// The counters the status file and the metrics handler show.
+    private var counters: ScoreboardHeader.Counters {
+        var counters = ScoreboardHeader.Counters()
+        for outcome in Scoreboard.Outcome.allCases {
+            counters[outcome: outcome] = retiredOutcomes[Int(outcome.rawValue)]
+        }
+        let tally = policy.tally
+        counters.exitsBootFailure = tally.bootFailures
+        counters.exitsCrash = tally.crashes
+        counters.exitsRecycled = tally.recycled
+        counters.exitsDeadline = tally.deadlineExits
+        counters.killsReading = tally.killedReading
+        counters.killsHandling = tally.killedHandling
+        counters.reloadsCommitted = tally.reloadsCommitted
+        counters.reloadsRolledBack = tally.reloadsRolledBack
+        counters.reloadsRejected = tally.reloadsRejected
+        return counters
+    }
+
     private var totalConnections: UInt64 {
         retiredConnections + scoreboard.summary(of: policy.workers.values.map(\.slot)).connections
     }
@@ -295,7 +318,7 @@ final class Supervisor {
         }
         rateSample = (served, now)
         scoreboard.publish(
-            generation: policy.generation, retiredConnections: retiredConnections,
+            generation: policy.generation, retiredConnections: retiredConnections, counters: counters,
             listening: listeners.current.map(\.address))
         let paused = summary.paused > 0 ? ", \(summary.paused) paused (out of file descriptors or memory)" : ""
         return "\(summary.idle) idle, \(summary.busy) busy, \(summary.starting) starting\(paused); "

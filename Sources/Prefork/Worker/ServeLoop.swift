@@ -107,6 +107,12 @@ struct ServeLoop {
         do {
             count = try readInitialData(from: fd, into: buffer, immediate: immediate)
         } catch {
+            switch error {
+            case .initialReadTimedOut: slot.count(.initialReadTimeout)
+            case .peerClosedBeforeSending: slot.count(.closedBeforeSending)
+            case .connectionReset: slot.count(.reset)
+            default: break
+            }
             logInitialReadFailure(error)
             return
         }
@@ -127,6 +133,7 @@ struct ServeLoop {
                     start: buffer.baseAddress!.bindMemory(to: UInt8.self, capacity: count), count: count))
             try handler.handle(connection, initialData: initialData, context: context)
         } catch {
+            slot.count(.handlerError)
             let peer = connection.peer
             context.logger.warning(
                 "Connection from \(peer) failed: \(error)",
