@@ -94,14 +94,34 @@ struct Scoreboard {
         let flags = fd >= 0 ? MAP_SHARED : MAP_SHARED | MAP_ANONYMOUS
         let memory = mmap(nil, bytes, PROT_READ | PROT_WRITE, flags, fd, 0)
         guard let memory, memory != MAP_FAILED else { throw SystemCallError.current("mmap", file ?? "scoreboard") }
+        self.init(mappedAt: memory, size: bytes, capacity: capacity, file: file)
+        ScoreboardHeader.writeIdentity(to: header, supervisor: getpid(), capacity: capacity)
+    }
+
+    /// A board someone else maps at `memory` (`size` bytes), for reading only: `preforkd
+    /// status` and the metrics handler read slots through the same accessors the supervisor uses.
+    /// Nil when it is not a scoreboard of this layout.
+    init?(reading memory: UnsafeRawPointer, size: Int) {
+        guard size >= ScoreboardHeader.size, let contents = ScoreboardHeader.read(memory),
+            size >= ScoreboardHeader.size + contents.capacity * MemoryLayout<pf_slot>.stride
+        else { return nil }
+        self.init(
+            mappedAt: UnsafeMutableRawPointer(mutating: memory), size: size, capacity: contents.capacity, file: nil)
+    }
+
+    private init(mappedAt memory: UnsafeMutableRawPointer, size: Int, capacity: Int, file: String?) {
         header = memory
         base = (memory + ScoreboardHeader.size).bindMemory(to: pf_slot.self, capacity: capacity)
         self.capacity = capacity
         self.file = file
         self.memory = UnsafeRawPointer(memory)
-        self.size = bytes
-        ScoreboardHeader.writeIdentity(to: header, supervisor: getpid(), capacity: capacity)
+        self.size = size
     }
+
+    /// The pid, generation and connections count the worker in `index` recorded.
+    func pid(_ index: Int) -> Int32 { pf_slot_load_pid(slot(index)) }
+    func generation(_ index: Int) -> Int { Int(pf_slot_load_generation(slot(index))) }
+    func connections(_ index: Int) -> UInt64 { pf_slot_load_connections(slot(index)) }
 
     /// Publishes what `preforkd status` shows besides the slots.
     func publish(

@@ -39,13 +39,46 @@ package enum ScoreboardHeader {
     /// workers that have exited (live ones keep theirs in their slots), worker exits by cause,
     /// deadline kills by stage, reloads by result.
     package struct Counters: Equatable, Sendable {
-        static let count = 13
-        var values = [UInt64](repeating: 0, count: count)
+        /// Connections that ended before their handler or with its error, indexed by
+        /// ``Scoreboard/Outcome``'s raw value.
+        var failedConnections = [UInt64](repeating: 0, count: Scoreboard.Outcome.allCases.count)
+        var exitsBootFailure: UInt64 = 0
+        var exitsCrash: UInt64 = 0
+        var exitsRecycled: UInt64 = 0
+        var exitsDeadline: UInt64 = 0
+        var killsReading: UInt64 = 0
+        var killsHandling: UInt64 = 0
+        var reloadsCommitted: UInt64 = 0
+        var reloadsRolledBack: UInt64 = 0
+        var reloadsRejected: UInt64 = 0
+
+        /// The number of words ``values`` has in the header.
+        static let count = Scoreboard.Outcome.allCases.count + 9
+
+        init() {}
+
+        /// The counters as the header stores them, in this order.
+        var values: [UInt64] {
+            failedConnections + [
+                exitsBootFailure, exitsCrash, exitsRecycled, exitsDeadline, killsReading, killsHandling,
+                reloadsCommitted, reloadsRolledBack, reloadsRejected,
+            ]
+        }
+
+        /// The counters read back from ``values``' order.
+        init(values: [UInt64]) {
+            let outcomes = Scoreboard.Outcome.allCases.count
+            failedConnections = Array(values[..<outcomes])
+            let rest = Array(values[outcomes...])
+            (exitsBootFailure, exitsCrash, exitsRecycled, exitsDeadline) = (rest[0], rest[1], rest[2], rest[3])
+            (killsReading, killsHandling) = (rest[4], rest[5])
+            (reloadsCommitted, reloadsRolledBack, reloadsRejected) = (rest[6], rest[7], rest[8])
+        }
 
         /// Connections that did not end well, by outcome label: `initial_read_timeout`,
         /// `closed_before_sending`, `reset`, `handler_error`.
         package var outcomes: [(label: String, count: UInt64)] {
-            Scoreboard.Outcome.allCases.map { ($0.label, self[outcome: $0]) }
+            Scoreboard.Outcome.allCases.map { ($0.label, failedConnections[Int($0.rawValue)]) }
         }
         /// Worker exits by cause: `boot_failure`, `crash`, `recycled`, `deadline`.
         package var exits: [(cause: String, count: UInt64)] {
@@ -61,47 +94,6 @@ package enum ScoreboardHeader {
         /// Reloads by result: `committed`, `rolled_back`, `rejected`.
         package var reloads: [(result: String, count: UInt64)] {
             [("committed", reloadsCommitted), ("rolled_back", reloadsRolledBack), ("rejected", reloadsRejected)]
-        }
-
-        subscript(outcome outcome: Scoreboard.Outcome) -> UInt64 {
-            get { values[Int(outcome.rawValue)] }
-            set { values[Int(outcome.rawValue)] = newValue }
-        }
-        var exitsBootFailure: UInt64 {
-            get { values[4] }
-            set { values[4] = newValue }
-        }
-        var exitsCrash: UInt64 {
-            get { values[5] }
-            set { values[5] = newValue }
-        }
-        var exitsRecycled: UInt64 {
-            get { values[6] }
-            set { values[6] = newValue }
-        }
-        var exitsDeadline: UInt64 {
-            get { values[7] }
-            set { values[7] = newValue }
-        }
-        var killsReading: UInt64 {
-            get { values[8] }
-            set { values[8] = newValue }
-        }
-        var killsHandling: UInt64 {
-            get { values[9] }
-            set { values[9] = newValue }
-        }
-        var reloadsCommitted: UInt64 {
-            get { values[10] }
-            set { values[10] = newValue }
-        }
-        var reloadsRolledBack: UInt64 {
-            get { values[11] }
-            set { values[11] = newValue }
-        }
-        var reloadsRejected: UInt64 {
-            get { values[12] }
-            set { values[12] = newValue }
         }
     }
 

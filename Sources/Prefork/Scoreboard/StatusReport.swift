@@ -1,4 +1,3 @@
-internal import CPreforkShims
 import Glibc
 import SystemPackage
 
@@ -56,7 +55,7 @@ package struct StatusReport: Sendable {
             throw SystemCallError.current("mmap", path)
         }
         defer { munmap(memory, size) }
-        guard let report = StatusReport(memory: UnsafeRawPointer(memory), size: size) else {
+        guard let report = parse(memory: UnsafeRawPointer(memory), size: size) else {
             throw SystemCallError("read", path + " (not a status file)", errno: .noSuchProcess)
         }
         // A file left by a supervisor that died without removing it describes nothing.
@@ -70,50 +69,29 @@ package struct StatusReport: Sendable {
     /// The report of this process's own scoreboard (in a worker: its supervisor's), if any.
     package static func current() -> StatusReport? {
         guard let board = Scoreboard.ofThisProcess else { return nil }
-        return StatusReport(memory: board.memory, size: board.size)
-    }
-
-    private init(
-        supervisor: Int32, startedAt: UInt64, generation: Int, listening: [String], workers: [Worker],
-        retiredConnections: UInt64, counters: ScoreboardHeader.Counters
-    ) {
-        self.supervisor = supervisor
-        self.startedAt = startedAt
-        self.generation = generation
-        self.listening = listening
-        self.workers = workers
-        self.retiredConnections = retiredConnections
-        self.counters = counters
+        return parse(memory: board.memory, size: board.size)
     }
 
     /// Reads a scoreboard mapped at `memory`; nil when it is not one of this layout.
-    private init?(memory: UnsafeRawPointer, size: Int) {
-        guard size >= ScoreboardHeader.size, let header = ScoreboardHeader.read(memory),
-            size >= ScoreboardHeader.size + header.capacity * MemoryLayout<pf_slot>.stride
-        else { return nil }
-        let slots = (memory + ScoreboardHeader.size).bindMemory(to: pf_slot.self, capacity: header.capacity)
+    private static func parse(memory: UnsafeRawPointer, size: Int) -> StatusReport? {
+        guard let board = Scoreboard(reading: memory, size: size), let header = ScoreboardHeader.read(memory) else {
+            return nil
+        }
         let now = Monotonic.now()
         var workers: [Worker] = []
         var counters = header.counters
-        for index in 0..<header.capacity {
-            let slot = slots + index
-            let stage = Scoreboard.Stage(rawValue: pf_slot_load_stage(slot)) ?? .free
-            let pid = pf_slot_load_pid(slot)
+        for index in 0..<board.capacity {
+            let pid = board.pid(index)
+            let (stage, since) = board.stage(index, pid: pid)
             guard stage != .free, pid > 0 else { continue }
-            let since = pf_slot_load_stage_since(slot)
-            let buffer = PeerAddressBuffer.inSlot(UnsafeMutablePointer(mutating: slot))
-            let busy = stage == .reading || stage == .handling
-            for outcome in Scoreboard.Outcome.allCases {
-                counters[outcome: outcome] += pf_slot_load_outcome(slot, outcome.rawValue)
-            }
+            for (outcome, count) in board.outcomes(index).enumerated() { counters.failedConnections[outcome] += count }
             workers.append(
                 Worker(
-                    number: index + 1, pid: pid, generation: Int(pf_slot_load_generation(slot)),
-                    stage: "\(stage)", seconds: now > since ? Double(now - since) / 1e9 : 0,
-                    connections: pf_slot_load_connections(slot),
-                    peer: busy ? SocketAddress.describe(buffer.storage, length: buffer.length.pointee) : nil))
+                    number: index + 1, pid: pid, generation: board.generation(index), stage: "\(stage)",
+                    seconds: now > since ? Double(now - since) / 1e9 : 0, connections: board.connections(index),
+                    peer: stage == .reading || stage == .handling ? board.peer(index) : nil))
         }
-        self.init(
+        return StatusReport(
             supervisor: header.supervisor, startedAt: header.startedAt, generation: header.generation,
             listening: header.listening, workers: workers, retiredConnections: header.retiredConnections,
             counters: counters)

@@ -205,21 +205,9 @@ struct PoolPolicy {
     static let growthIntervalNs: UInt64 = 100_000_000
     /// The most one growth step adds.
     static let maximumGrowthStep = 32
-    /// What happened to the pool since start, for metrics: worker exits by cause, deadline
-    /// kills by stage, reloads by result.
-    struct Tally: Equatable {
-        var bootFailures: UInt64 = 0
-        var crashes: UInt64 = 0
-        var recycled: UInt64 = 0
-        var deadlineExits: UInt64 = 0
-        var killedReading: UInt64 = 0
-        var killedHandling: UInt64 = 0
-        var reloadsCommitted: UInt64 = 0
-        var reloadsRolledBack: UInt64 = 0
-        var reloadsRejected: UInt64 = 0
-    }
-
-    private(set) var tally = Tally()
+    /// What happened to the pool since start, for the status file and metrics: worker exits by
+    /// cause, deadline kills by stage, reloads by result (connection outcomes are the workers').
+    private(set) var counters = ScoreboardHeader.Counters()
     /// One "no free slot" line per shortage, not one per retry.
     private var slotShortageReported = false
     let maximumWorkers: Int
@@ -306,7 +294,7 @@ struct PoolPolicy {
                 if reload == nil { scale(samples, now: now, into: &actions) }
             }
         case .reloadRejected(let reason):
-            tally.reloadsRejected += 1
+            counters.reloadsRejected += 1
             actions.append(.log(.error, "SIGHUP: reload rejected, keeping generation \(generation): \(reason)"))
             startQueuedReload(into: &actions)
         case .tick:
@@ -405,13 +393,13 @@ struct PoolPolicy {
             return
         }
         if status.isRecycled && worker.booted && phase == .running && worker.retiredAt == nil {
-            tally.recycled += 1
+            counters.exitsRecycled += 1
             actions.append(
                 .log(.info, "\(name) served its max-connections-per-worker; replacing it", worker: worker.tag))
             return
         }
         if worker.overdue && phase == .running && worker.retiredAt == nil {
-            tally.deadlineExits += 1
+            counters.exitsDeadline += 1
             // Killed for a client that held it too long: replace it at once, no back-off.
             actions.append(.log(.debug, "\(name) exited (\(status))", worker: worker.tag))
             return
@@ -425,7 +413,7 @@ struct PoolPolicy {
             return
         }
         if !worker.booted || status.isBootFailure {
-            tally.bootFailures += 1
+            counters.exitsBootFailure += 1
             consecutiveBootFailures += 1
             actions.append(
                 .log(
@@ -449,7 +437,7 @@ struct PoolPolicy {
             actions.append(.log(.info, "Respawning in \(respawnDelayNs / 1_000_000) ms"))
             return
         }
-        tally.crashes += 1
+        counters.exitsCrash += 1
         if worker.generation != generation {
             // The previous generation still serves while a reload boots; it is not topped up.
             actions.append(.log(.warning, "\(name) of generation \(worker.generation) died (\(status))"))
@@ -474,7 +462,7 @@ struct PoolPolicy {
     /// that one is whole again.
     private mutating func rollBack(reason: String, now: UInt64, into actions: inout [Action]) {
         guard let pending = reload else { return }
-        tally.reloadsRolledBack += 1
+        counters.reloadsRolledBack += 1
         actions.append(
             .log(
                 .error,
@@ -526,7 +514,7 @@ struct PoolPolicy {
             guard elapsed >= limit else { continue }
             workers[sample.pid]!.killed = true
             workers[sample.pid]!.overdue = true
-            if sample.stage == .reading { tally.killedReading += 1 } else { tally.killedHandling += 1 }
+            if sample.stage == .reading { counters.killsReading += 1 } else { counters.killsHandling += 1 }
             actions.append(.killOverdue(pid: sample.pid, stage: sample.stage, elapsedNs: elapsed, limitNs: limit))
         }
     }
@@ -622,7 +610,7 @@ struct PoolPolicy {
                         .info, "Generation \(generation) accepting; retiring \(old.count) workers of the previous one"))
                 for pid in old { retire(pid, now: now, killAt: now + limits.gracefulTimeoutNs, into: &actions) }
                 actions.append(.commitReload(generation: pending.generation))
-                tally.reloadsCommitted += 1
+                counters.reloadsCommitted += 1
                 reload = nil
                 readyOwed = true
             }

@@ -282,22 +282,11 @@ final class Supervisor {
 
     // MARK: - status
 
-    /// The counters the status file and the metrics handler show.
+    /// The counters the status file and the metrics handler show: the pool's, and the outcomes
+    /// of connections served by workers already reaped.
     private var counters: ScoreboardHeader.Counters {
-        var counters = ScoreboardHeader.Counters()
-        for outcome in Scoreboard.Outcome.allCases {
-            counters[outcome: outcome] = retiredOutcomes[Int(outcome.rawValue)]
-        }
-        let tally = policy.tally
-        counters.exitsBootFailure = tally.bootFailures
-        counters.exitsCrash = tally.crashes
-        counters.exitsRecycled = tally.recycled
-        counters.exitsDeadline = tally.deadlineExits
-        counters.killsReading = tally.killedReading
-        counters.killsHandling = tally.killedHandling
-        counters.reloadsCommitted = tally.reloadsCommitted
-        counters.reloadsRolledBack = tally.reloadsRolledBack
-        counters.reloadsRejected = tally.reloadsRejected
+        var counters = policy.counters
+        counters.failedConnections = retiredOutcomes
         return counters
     }
 
