@@ -67,6 +67,7 @@ final class Supervisor {
     func run() -> PreforkExitCode {
         logger.info("Starting \(policy.limits.workers) workers", metadata: ["generation": "\(policy.generation)"])
         dispatch(.tick)
+        publishScoreboard()
         while exitCode == nil {
             waitForEvents()
             for signal in signals.drain() {
@@ -82,6 +83,7 @@ final class Supervisor {
                 reporter.draining(remainingNs: deadline > now ? deadline - now : 0)
             }
             reporter.tick(status: statusLine(), healthy: policy.isHealthy)
+            publishScoreboard()
         }
         listeners.closeAll()
         if let statusFile { unlink(statusFile) }
@@ -282,6 +284,14 @@ final class Supervisor {
 
     // MARK: - status
 
+    /// Brings the status file's header up to date: every turn of the loop, so that what a worker
+    /// served is never missing between its reap and the next STATUS= line.
+    private func publishScoreboard() {
+        scoreboard.publish(
+            generation: policy.generation, retiredConnections: retiredConnections, counters: counters,
+            listening: listeners.current.map(\.address))
+    }
+
     /// The counters the status file and the metrics handler show: the pool's, and the outcomes
     /// of connections served by workers already reaped.
     private var counters: ScoreboardHeader.Counters {
@@ -306,9 +316,6 @@ final class Supervisor {
             rate = (served - rateSample.connections) * 1_000_000_000 / (now - rateSample.at)
         }
         rateSample = (served, now)
-        scoreboard.publish(
-            generation: policy.generation, retiredConnections: retiredConnections, counters: counters,
-            listening: listeners.current.map(\.address))
         let paused = summary.paused > 0 ? ", \(summary.paused) paused (out of file descriptors or memory)" : ""
         return "\(summary.idle) idle, \(summary.busy) busy, \(summary.starting) starting\(paused); "
             + "\(served) connections, \(rate)/s; listening on \(listeners.addresses)"
