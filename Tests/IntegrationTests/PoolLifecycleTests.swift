@@ -528,40 +528,8 @@ import Testing
 
 /// The supervisor and a service manager that stops reading its notifications.
 @Suite struct NotifyBackpressureTests {
-    /// A bound datagram socket nobody reads until `drain` is called.
-    final class SilentReceiver {
-        let path = NSTemporaryDirectory() + "preforkd-silent-\(UInt32.random(in: 0...UInt32.max)).sock"
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-
-        init() throws {
-            var address = unixSocketAddress(path)
-            let rc = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-                }
-            }
-            guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
-        }
-
-        /// Reads every datagram queued now, without waiting.
-        func drain() -> [String] {
-            var texts: [String] = []
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-                if n <= 0 { return texts }
-                texts.append(String(decoding: buffer[..<n], as: UTF8.self))
-            }
-        }
-
-        deinit {
-            close(fd)
-            unlink(path)
-        }
-    }
-
     @Test func aNotifySocketNobodyReadsNeitherBlocksTheSupervisorNorLosesReadiness() throws {
-        let receiver = try SilentReceiver()
+        let receiver = try SilentDatagramReceiver()
         let daemon = try Daemon(
             ["--listen", "127.0.0.1:0", "--workers", "2"], environment: ["NOTIFY_SOCKET": receiver.path])
         defer { daemon.stop() }

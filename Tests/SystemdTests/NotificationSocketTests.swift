@@ -5,47 +5,30 @@ import Testing
 
 @testable import Systemd
 
-/// The non-blocking notification socket against a receiver that reads, and one that does not.
+/// The non-blocking notification socket against a receiver that reads, and one that does not yet.
 @Suite struct NotificationSocketTests {
-    /// A bound datagram socket in the abstract namespace; `read` takes what is queued.
-    struct Receiver {
-        let name = "preforkd-notify-test-\(UInt32.random(in: 0...UInt32.max))"
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-
-        init() throws {
-            let address = SocketAddress(unixPath: [0] + Array(name.utf8))!
-            let bound = address.withUnsafeSockaddr { Glibc.bind(fd, $0, $1) }
-            guard bound == 0 else { throw TestFailure("bind: errno \(errno)") }
-        }
-
-        func read() -> [String] {
-            var texts: [String] = []
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-                if n <= 0 { return texts }
-                texts.append(String(decoding: buffer[..<n], as: UTF8.self))
-            }
-        }
-    }
-
     @Test func sendsOneDatagramPerCallToAnAbstractSocket() throws {
-        let receiver = try Receiver()
-        defer { close(receiver.fd) }
-        let socket = try #require(NotificationSocket(environmentValue: "@" + receiver.name))
+        // Abstract: a leading NUL instead of a path, as systemd's own socket is.
+        let name = "preforkd-notify-test-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = try makeSocket(AF_UNIX, SOCK_DGRAM)
+        defer { close(fd) }
+        let address = SocketAddress(unixPath: [0] + Array(name.utf8))!
+        #expect(address.withUnsafeSockaddr { Glibc.bind(fd, $0, $1) } == 0)
+        let socket = try #require(NotificationSocket(environmentValue: "@" + name))
         #expect(socket.send([.ready, .status("serving")]) == .sent)
-        #expect(receiver.read() == ["READY=1\nSTATUS=serving"])
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        #expect(n > 0 && String(decoding: buffer[..<n], as: UTF8.self) == "READY=1\nSTATUS=serving")
     }
 
     @Test func aFullQueueSaysSoInsteadOfBlocking() throws {
-        let receiver = try Receiver()
-        defer { close(receiver.fd) }
-        let socket = try #require(NotificationSocket(environmentValue: "@" + receiver.name))
+        let receiver = try SilentDatagramReceiver()
+        let socket = try #require(NotificationSocket(environmentValue: receiver.path))
         var outcomes: [NotificationSocket.Outcome] = []
         for index in 0..<200 { outcomes.append(socket.send([.status("line \(index)")])) }
         #expect(outcomes.contains(.wouldBlock), "the queue holds far fewer than 200 datagrams")
         #expect(outcomes.first == .sent)
-        let queued = receiver.read()
+        let queued = receiver.drain()
         #expect(queued.count == outcomes.filter { $0 == .sent }.count)
         #expect(socket.send([.ready]) == .sent, "room again once read")
     }

@@ -100,3 +100,38 @@ public func unixAddress(_ path: String) -> (sockaddr_un, Int) {
 
 /// A `sockaddr_un` for a file-system `path` (to pass with the full `sockaddr_un` size).
 public func unixSocketAddress(_ path: String) -> sockaddr_un { unixAddress(path).0 }
+
+/// A bound unix datagram socket in a temporary path that reads nothing until asked: a
+/// notification receiver that has stopped reading, whose queue fills after a few datagrams.
+public final class SilentDatagramReceiver: @unchecked Sendable {
+    /// The socket's path, as NOTIFY_SOCKET names it.
+    public let path: String
+    public let fd: Int32
+
+    public init() throws {
+        path = "/tmp/preforkd-silent-\(UInt32.random(in: 0...UInt32.max)).sock"
+        fd = try makeSocket(AF_UNIX, SOCK_DGRAM)
+        do {
+            try bindAddress(fd, unixSocketAddress(path))
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    /// Every datagram queued now, without waiting.
+    public func drain() -> [String] {
+        var texts: [String] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n <= 0 { return texts }
+            texts.append(String(decoding: buffer[..<n], as: UTF8.self))
+        }
+    }
+
+    deinit {
+        close(fd)
+        unlink(path)
+    }
+}
