@@ -1,5 +1,6 @@
 internal import CPreforkShims
 import Glibc
+import SystemPackage
 
 /// Shared memory with one slot per worker: what it is doing, since when, and how many
 /// connections it has served — the one truth about a worker's stage.
@@ -75,16 +76,9 @@ struct Scoreboard {
         var fd: Int32 = -1
         if let file {
             // Never an existing file: another supervisor's workers may have it mapped, and
-            // truncating it under them would crash them. A stale one (its writer gone) is replaced.
-            if let existing = try? StatusReport.read(path: file) {
-                throw SystemCallError(
-                    "open", file + " (preforkd \(existing.supervisor) uses it)", errno: .fileExists)
-            }
-            unlink(file)
-            switch valueOrErrno({ open(file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }) {
-            case .success(let opened): fd = opened
-            case .failure(let errno): throw SystemCallError("open", file, errno: errno)
-            }
+            // truncating it under them would crash them. A stale one (its writer gone) is replaced;
+            // only then is an existing file read.
+            fd = try Self.createExclusively(file)
             if case .failure(let errno) = nothingOrErrno({ ftruncate(fd, off_t(bytes)) }) {
                 close(fd)
                 throw SystemCallError("ftruncate", file, errno: errno)
@@ -96,6 +90,23 @@ struct Scoreboard {
         guard let memory, memory != MAP_FAILED else { throw SystemCallError.current("mmap", file ?? "scoreboard") }
         self.init(mappedAt: memory, size: bytes, capacity: capacity, file: file)
         ScoreboardHeader.writeIdentity(to: header, supervisor: getpid(), capacity: capacity)
+    }
+
+    /// Creates `file` for a new board: O_EXCL, so an existing one is looked at first, and
+    /// replaced only when the supervisor that wrote it is gone.
+    private static func createExclusively(_ file: String) throws(SystemCallError) -> Int32 {
+        func create() -> Result<Int32, Errno> {
+            valueOrErrno { open(file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }
+        }
+        var created = create()
+        if case .failure(.fileExists) = created {
+            if let existing = try? StatusReport.read(path: file) {
+                throw SystemCallError("open", file + " (preforkd \(existing.supervisor) uses it)", errno: .fileExists)
+            }
+            unlink(file)
+            created = create()
+        }
+        return try created.get("open", file)
     }
 
     /// A board someone else maps at `memory` (`size` bytes), for reading only: `preforkd
