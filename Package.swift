@@ -71,6 +71,7 @@ let package = Package(
             name: "PreforkHandlers",
             dependencies: [
                 "Prefork",
+                "ForwardProtocols",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

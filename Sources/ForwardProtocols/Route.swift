@@ -9,6 +9,8 @@ public enum RouteCondition: Sendable, Equatable {
     case http(hosts: [ServerNamePattern])
     /// The bytes start with these bytes.
     case prefix([UInt8])
+    /// The bytes received so far match this expression (see ``RoutePattern``).
+    case regex(RoutePattern)
     /// The client sent nothing before the probe deadline.
     case timeout
     /// Any connection (a route with no match key).
@@ -66,6 +68,8 @@ public struct RouteMatcher: Sendable {
                 }
             case .prefix(let prefix):
                 answer = BytePrefix.probe(prefix, bytes).map { _ in true }
+            case .regex(let pattern):
+                answer = pattern.matches(bytes) ? .match(true) : .noMatch
             case .ssh:
                 if ssh == nil { ssh = SSHBanner.probe(bytes) }
                 answer = ssh!.map { _ in true }

@@ -22,6 +22,15 @@ package protocol HandlerConfiguration: Sendable, Equatable {
     /// Every option, said once. Keys are relative to the handler's table (`keep-alive`, not
     /// `echo.keep-alive`).
     static var settings: SettingsTable<Self> { get }
+
+    /// Checks what only matters when the handler serves a listener (the forward handler's
+    /// routes): run for the handlers in use, after every value passed its range check.
+    func checkInUse() throws(SettingError)
+}
+
+extension HandlerConfiguration {
+    /// Nothing more to check.
+    package func checkInUse() throws(SettingError) {}
 }
 
 extension HandlerConfiguration {
@@ -61,6 +70,7 @@ package struct RegisteredHandler: Sendable {
     /// Its options' settings, keys relative to its table.
     package let settings: SettingsTable<HandlerOptions>
     private let make: @Sendable (HandlerOptions) -> any ConnectionHandler
+    private let checkOptionsInUse: @Sendable (HandlerOptions) throws(SettingError) -> Void
 
     /// The entry for `Handler`.
     package init<Handler: BuiltInHandler>(_: Handler.Type) {
@@ -73,6 +83,20 @@ package struct RegisteredHandler: Sendable {
                     get: { $0.value as! Handler.Configuration }, set: { $0.value = $1 })
             })
         make = { Handler(configuration: $0.value as! Handler.Configuration) }
+        checkOptionsInUse = { options throws(SettingError) in
+            try (options.value as! Handler.Configuration).checkInUse()
+        }
+    }
+
+    /// Checks `options` (this handler's) for a listener that uses the handler; the error names
+    /// the handler's table, prefixed with `prefix` (`listeners.lb.`).
+    package func checkInUse(_ options: HandlerOptions, prefix: String = "") throws(ConfigurationError) {
+        do {
+            try checkOptionsInUse(options)
+        } catch {
+            throw ConfigurationError(
+                key: prefix + name + error.subkey, value: (error.value ?? .table([:])).plainText, reason: error.reason)
+        }
     }
 
     /// The handler, with `options` (this handler's, validated).

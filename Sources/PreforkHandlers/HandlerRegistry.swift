@@ -25,6 +25,7 @@ package enum HandlerRegistry {
     package static let all: [RegisteredHandler] = [
         RegisteredHandler(EchoHandler.self),
         RegisteredHandler(MetricsHandler.self),
+        RegisteredHandler(ForwardHandler.self),
     ]
 
     /// The handler called `name`, if there is one.

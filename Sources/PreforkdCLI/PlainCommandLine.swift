@@ -95,6 +95,11 @@ enum PlainCommandLine {
         "echo.idle-timeout": { $0.echoIdleTimeout = text($1) },
         "echo.max-message-bytes": { $0.echoMaxMessageBytes = text($1) },
         "echo.message-timeout": { $0.echoMessageTimeout = text($1) },
+        "forward.probe-timeout": { $0.forwardProbeTimeout = text($1) },
+        "forward.connect-timeout": { $0.forwardConnectTimeout = text($1) },
+        "forward.idle-timeout": { $0.forwardIdleTimeout = text($1) },
+        "forward.probe-bytes": { $0.forwardProbeBytes = text($1) },
+        "forward.relay": { $0.forwardRelay = text($1) },
     ]
 
     private static func texts(_ input: PreforkdCommand.FlagInput) -> [String] {

@@ -64,6 +64,15 @@ public struct PreforkdCommand: ParsableCommand {
     var echoMaxMessageBytes: String?
     @Option(name: .setting("echo.message-timeout"), help: .setting("echo.message-timeout"))
     var echoMessageTimeout: String?
+    @Option(name: .setting("forward.probe-timeout"), help: .setting("forward.probe-timeout"))
+    var forwardProbeTimeout: String?
+    @Option(name: .setting("forward.connect-timeout"), help: .setting("forward.connect-timeout"))
+    var forwardConnectTimeout: String?
+    @Option(name: .setting("forward.idle-timeout"), help: .setting("forward.idle-timeout"))
+    var forwardIdleTimeout: String?
+    @Option(name: .setting("forward.probe-bytes"), help: .setting("forward.probe-bytes"))
+    var forwardProbeBytes: String?
+    @Option(name: .setting("forward.relay"), help: .setting("forward.relay")) var forwardRelay: String?
 
     @Flag(name: .long, help: "Validate everything, print the effective configuration, and exit.")
     var checkConfig = false
@@ -92,6 +101,10 @@ public struct PreforkdCommand: ParsableCommand {
             ("log-format", text(logFormat)), ("echo.keep-alive", .toggle(echoKeepAlive)),
             ("echo.idle-timeout", text(echoIdleTimeout)), ("echo.max-message-bytes", text(echoMaxMessageBytes)),
             ("echo.message-timeout", text(echoMessageTimeout)),
+            ("forward.probe-timeout", text(forwardProbeTimeout)),
+            ("forward.connect-timeout", text(forwardConnectTimeout)),
+            ("forward.idle-timeout", text(forwardIdleTimeout)), ("forward.probe-bytes", text(forwardProbeBytes)),
+            ("forward.relay", text(forwardRelay)),
         ]
     }
 

@@ -91,6 +91,13 @@ package struct Settings: Equatable, Sendable {
                     prefix: "listeners.\(name).\(registered.name).")
             }
         }
+        // The handlers that serve something: the default one, and each listener's own.
+        try HandlerRegistry.handler(named: handler)!.checkInUse(handlerOptions[handler]!)
+        for name in listeners.keys.sorted() {
+            let listener = listeners[name]!
+            try HandlerRegistry.handler(named: listener.handler)!.checkInUse(
+                listener.handlerOptions[listener.handler]!, prefix: "listeners.\(name).")
+        }
     }
 
     /// The engine setup these settings describe; its log level is ``logLevel``.

@@ -64,4 +64,16 @@ import Testing
         #expect(BytePrefix.probe([], []) == .match(0))
         #expect(BytePrefix.probe([0x00, 0xFF], [0x00, 0xFF, 0x01]) == .match(2))
     }
+
+    @Test func regexRoutesMatchTheBytesAsLatin1() throws {
+        let matcher = RouteMatcher([
+            .regex(try RoutePattern("^GET /ws ")), .regex(try RoutePattern("^\\x16\\x03[\\x00-\\x04]")), .catchAll,
+        ])
+        #expect(matcher.decide(Array("GET /ws HTTP/1.1\r\n".utf8), final: false) == .route(0))
+        #expect(matcher.decide(Array("GET /wsx HTTP/1.1\r\n".utf8), final: false) == .route(2))
+        // Bytes above 0x7F are one character each, not UTF-8 sequences.
+        #expect(matcher.decide([0x16, 0x03, 0x01, 0xFF, 0xC3], final: false) == .route(1))
+        #expect(matcher.decide([0x16, 0x03, 0x05], final: false) == .route(2))
+        #expect(throws: (any Error).self) { try RoutePattern("^(unclosed") }
+    }
 }

@@ -27,7 +27,8 @@ struct ConfigFixture {
         "spare-timeout": "4.5", "runtime-directory": "/run/preforkd-sample", "backlog": "99",
         "unix-mode": "0600",
         "log-level": "debug", "log-format": "json", "echo.idle-timeout": "3.75", "echo.max-message-bytes": "64",
-        "echo.message-timeout": "12",
+        "echo.message-timeout": "12", "forward.probe-timeout": "0.5", "forward.connect-timeout": "1.5",
+        "forward.idle-timeout": "60", "forward.probe-bytes": "4096", "forward.relay": "copy",
     ]
 
     /// The command-line words that set `flag` to a value other than its default.
@@ -81,7 +82,7 @@ struct ConfigFixture {
                 "--listen = localhost:80: 'localhost' is not an IPv4 address (use an address, not a host name)"
             ),
             (["-l", "*:1", "-l", "*:1"], "--listen = *:1: is listed twice"),
-            (["--handler", "nope"], "--handler = nope: expected one of echo, metrics"),
+            (["--handler", "nope"], "--handler = nope: expected one of echo, metrics, forward"),
             (
                 ["--log-level", "loud"],
                 "--log-level = loud: expected one of trace, debug, info, notice, warning, error, critical"

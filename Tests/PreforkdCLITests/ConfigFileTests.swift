@@ -64,7 +64,7 @@ func echo(_ options: [String: HandlerOptions]) -> EchoHandler.Configuration {
             "test.toml: listen = \"localhost:80\": 'localhost' is not an IPv4 address (use an address, not a host name)"
         ),
         ("listen = 80", "test.toml: listen = 80: expected an address or a list of addresses, got an integer"),
-        ("handler = \"nope\"", "test.toml: handler = \"nope\": expected one of echo, metrics"),
+        ("handler = \"nope\"", "test.toml: handler = \"nope\": expected one of echo, metrics, forward"),
         (
             "log-level = \"loud\"",
             "test.toml: log-level = \"loud\": expected one of trace, debug, info, notice, warning, error, critical"
@@ -82,7 +82,7 @@ func echo(_ options: [String: HandlerOptions]) -> EchoHandler.Configuration {
         ("started = 1979-05-27", "test.toml: started = 1979-05-27: dates and times are not taken by any setting"),
         (
             "[listeners.a]\nhandler = \"nope\"",
-            "test.toml: listeners.a.handler = \"nope\": expected one of echo, metrics"
+            "test.toml: listeners.a.handler = \"nope\": expected one of echo, metrics, forward"
         ),
         ("[listeners.a]\nworkers = 2", "test.toml: listeners.a.workers = 2: unknown key"),
         (

@@ -5,11 +5,16 @@ package struct SettingError: Error, Sendable {
     package var reason: String
     /// The offending part of the value, when not the whole of it.
     package var value: SettingValue?
+    /// Where inside the value the fault is, appended to the setting's key: `[2].upstream` for a
+    /// key of the third table of an array of tables. Empty for the whole value.
+    package var subkey: String
 
-    /// Refuses a value for `reason`; `value` is the part at fault, when not the whole value.
-    package init(_ reason: String, value: SettingValue? = nil) {
+    /// Refuses a value for `reason`; `value` is the part at fault, when not the whole value, and
+    /// `subkey` says where that part sits in it.
+    package init(_ reason: String, value: SettingValue? = nil, subkey: String = "") {
         self.reason = reason
         self.value = value
+        self.subkey = subkey
     }
 }
 
@@ -264,7 +269,7 @@ package struct SettingsTable<Root>: Sendable {
                 try setting.check(root)
             } catch {
                 throw ConfigurationError(
-                    key: prefix + setting.key, value: (error.value ?? setting.render(root)).plainText,
+                    key: prefix + setting.key + error.subkey, value: (error.value ?? setting.render(root)).plainText,
                     reason: error.reason)
             }
         }
@@ -284,7 +289,8 @@ package struct SettingsTable<Root>: Sendable {
             do {
                 try setting.read(value, into: &root)
             } catch {
-                throw ConfigurationError(key: prefix + key, value: (error.value ?? value).toml, reason: error.reason)
+                throw ConfigurationError(
+                    key: prefix + key + error.subkey, value: (error.value ?? value).toml, reason: error.reason)
             }
         }
     }

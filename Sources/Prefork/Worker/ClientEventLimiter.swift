@@ -4,7 +4,7 @@
 ///
 /// At most ``burst`` lines per ``windowNs`` per worker; the first line of the next window says
 /// how many were left out.
-final class ClientEventLimiter {
+package final class ClientEventLimiter {
     /// Lines allowed per window.
     let burst: Int
     /// The window's length, in nanoseconds.
@@ -13,14 +13,14 @@ final class ClientEventLimiter {
     private var emitted = 0
     private var suppressed = 0
 
-    init(burst: Int = 10, windowNs: UInt64 = 10_000_000_000) {
+    package init(burst: Int = 10, windowNs: UInt64 = 10_000_000_000) {
         self.burst = burst
         self.windowNs = windowNs
     }
 
     /// Whether a line may be logged at `now`; when it may, how many lines were left out since the
     /// last one that was.
-    func admit(now: UInt64) -> (allowed: Bool, suppressedBefore: Int) {
+    package func admit(now: UInt64) -> (allowed: Bool, suppressedBefore: Int) {
         if windowStart == 0 || now - windowStart >= windowNs {
             windowStart = now
             emitted = 0

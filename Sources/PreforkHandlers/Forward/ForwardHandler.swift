@@ -1,0 +1,204 @@
+import ForwardProtocols
+import Glibc
+import Logging
+import Prefork
+
+/// One port for many services: routes each connection by its first bytes — an SSH banner, a TLS
+/// ClientHello's server name and ALPN, an HTTP request's Host, a byte prefix, a regular
+/// expression, or silence — to an upstream, then relays it both ways.
+///
+/// The worker's accepting thread does what needs a decision: it reads until the routes can
+/// decide (within `probe-timeout` and `probe-bytes`), connects to the route's first upstream
+/// that answers (within `connect-timeout` each), writes the optional PROXY header and the bytes
+/// read so far, and hands both sockets to the worker's ``RelayLoop``, a thread that carries
+/// every established connection of the worker with epoll. The worker is back in `accept` at
+/// once: long-lived connections (SSH sessions) do not hold it, so a few workers carry thousands
+/// of them.
+public struct ForwardHandler: ConnectionHandler, BuiltInHandler {
+    /// The name preforkd knows it by: `handler = "forward"`, the `[forward]` table.
+    package static let name = "forward"
+
+    private let configuration: Configuration
+    private let matcher: RouteMatcher
+    private let connector: UpstreamConnector
+    /// `probe-timeout` in nanoseconds.
+    private let probeTimeoutNs: UInt64
+    /// Per worker, from `prepare`: the probe buffer (`probe-bytes`), reused by every connection.
+    private var buffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+    /// Per worker: each route's upstream addresses, resolved once.
+    private var upstreams: [[Upstream]] = []
+    /// Per worker: the thread relaying established connections.
+    private var relay: RelayLoop?
+    /// Per worker: bounds the lines clients can cause (no route, stalled probes).
+    private var clientEvents: ClientEventLimiter?
+
+    /// A forward handler with these (validated) settings.
+    public init(configuration: Configuration) {
+        self.configuration = configuration
+        self.matcher = RouteMatcher(configuration.routes.map(\.condition))
+        self.connector = UpstreamConnector(timeout: configuration.connectTimeout)
+        let (seconds, attoseconds) = configuration.probeTimeout.components
+        self.probeTimeoutNs = UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+    }
+
+    /// With a `protocol = "timeout"` route, a client that sends nothing within `initial-timeout`
+    /// is routed there (a protocol where the server speaks first) rather than closed.
+    public var answersSilentClients: Bool {
+        configuration.routes.contains { $0.condition == .timeout }
+    }
+
+    /// Allocates the probe buffer, resolves the upstreams and starts the relay thread.
+    public mutating func prepare(_ context: WorkerContext) throws {
+        guard let memory = malloc(configuration.probeBytes) else {
+            throw ForwardError.cannotAllocate(bytes: configuration.probeBytes)
+        }
+        buffer = UnsafeMutableRawBufferPointer(start: memory, count: configuration.probeBytes)
+        upstreams = configuration.routes.map { $0.upstreams.map(Upstream.init) }
+        let relay = try RelayLoop(idleTimeout: configuration.idleTimeout, method: configuration.relay)
+        try relay.start()
+        self.relay = relay
+        clientEvents = ClientEventLimiter()
+    }
+
+    /// Routes the connection, connects it to its upstream and hands it to the relay.
+    public mutating func handle(_ connection: Connection, initialData: Span<UInt8>, context: WorkerContext) throws {
+        var received = min(initialData.count, buffer.count)
+        initialData.withUnsafeBytes { bytes in
+            buffer.baseAddress!.copyMemory(from: bytes.baseAddress!, byteCount: received)
+        }
+        let decision = try probe(connection, received: &received)
+        guard case .route(let index) = decision else {
+            logClientEvent("Connection from \(connection.peer) matches no route; closing", connection, context)
+            return
+        }
+        let route = configuration.routes[index]
+        let socket: Int32
+        let upstream: Upstream
+        switch connector.connect(upstreams[index]) {
+        case .success(let connected):
+            socket = connected.socket
+            upstream = upstreams[index][connected.index]
+        case .failure(let failure):
+            context.logger.warning(
+                "Route \(route.name): no upstream answered for \(connection.peer): \(failure)",
+                metadata: ["peer": "\(connection.peer)", "route": "\(route.name)"])
+            return
+        }
+        do {
+            try sendOpening(of: connection, received: received, over: route, to: socket)
+            try relay!.adopt(client: connection.detach(), upstream: socket, route: index)
+        } catch {
+            close(socket)
+            throw error
+        }
+        if context.logger.logLevel <= .info {
+            let peer = connection.peer
+            context.logger.info(
+                "Connection from \(peer) forwarded to \(upstream.text) (route \(route.name))",
+                metadata: [
+                    "peer": "\(peer)", "route": "\(route.name)", "upstream": "\(upstream.text)",
+                    "listener": "\(connection.listener.name)",
+                ])
+        }
+    }
+
+    /// Lets the established relays finish: the worker stops accepting first, and the supervisor
+    /// kills it once `graceful-timeout` has passed.
+    public mutating func finish(_ context: WorkerContext) {
+        guard let relay, relay.activeCount > 0 else { return }
+        context.logger.debug("Waiting for \(relay.activeCount) relayed connections to finish")
+        _ = relay.drain(until: nil) { StopRequest.current == .immediate }
+    }
+
+    // MARK: - probing
+
+    /// Reads until the routes decide, within the probe deadline and byte cap; `received` is how
+    /// much of the buffer holds the client's bytes. An empty start is a silent client (see
+    /// ``answersSilentClients``): the routes decide at once.
+    private func probe(_ connection: Connection, received: inout Int) throws -> RouteDecision {
+        guard received > 0 else { return decide(received, final: true) }
+        let deadline = Monotonic.now() + probeTimeoutNs
+        var decision = decide(received, final: false)
+        while case .needMore(let atLeast) = decision {
+            // A route that needs more than the cap can never match: decide with what there is.
+            guard atLeast <= buffer.count,
+                let more = try readMore(connection.fileDescriptor, after: received, deadline: deadline)
+            else { return decide(received, final: true) }
+            received += more
+            decision = decide(received, final: false)
+        }
+        return decision
+    }
+
+    private func decide(_ received: Int, final: Bool) -> RouteDecision {
+        matcher.decide(UnsafeRawBufferPointer(start: buffer.baseAddress, count: received), final: final)
+    }
+
+    /// Reads what the client sent next into the buffer after `received` bytes; nil when the
+    /// deadline passes or the client closes its side first.
+    private func readMore(_ fd: Int32, after received: Int, deadline: UInt64) throws -> Int? {
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while true {
+            let now = Monotonic.now()
+            guard now < deadline else { return nil }
+            let ready = poll(&entry, 1, Int32((deadline - now + 999_999) / 1_000_000))
+            if ready < 0 {
+                guard errno == EINTR else { throw ConnectionError.failed(SystemCallError.current("poll")) }
+                if StopRequest.current == .immediate { throw ConnectionError.stopRequested }
+                continue
+            }
+            if ready == 0 { continue }
+            let count = recv(fd, buffer.baseAddress! + received, buffer.count - received, Int32(MSG_DONTWAIT))
+            if count > 0 { return count }
+            if count == 0 { return nil }
+            switch errno {
+            case EAGAIN, EINTR: continue
+            case ECONNRESET: throw ConnectionError.reset
+            default: throw ConnectionError.failed(SystemCallError.current("recv"))
+            }
+        }
+    }
+
+    // MARK: - the upstream's first bytes
+
+    /// Writes the route's PROXY header (when it sends one) and the client's bytes so far to the
+    /// freshly connected upstream, in one `sendmsg` when its buffer takes them (it always does
+    /// for a new socket and a probe-sized payload), else waiting up to `connect-timeout`.
+    private func sendOpening(of connection: Connection, received: Int, over route: ForwardRoute, to socket: Int32)
+        throws
+    {
+        var header: [UInt8] = []
+        if let version = route.sendProxy {
+            header = ProxyHeader.encode(
+                version, source: IPEndpoint(connection.clientAddress),
+                destination: IPEndpoint(connection.localAddress))
+        }
+        try header.withUnsafeBytes { header in
+            var parts = [header, UnsafeRawBufferPointer(start: buffer.baseAddress, count: received)]
+            try UpstreamWriter(socket: socket, timeoutMs: connector.timeoutMs).writeAll(&parts)
+        }
+    }
+
+    // MARK: - logging
+
+    private func logClientEvent(
+        _ message: @autoclosure () -> String, _ connection: Connection, _ context: WorkerContext
+    ) {
+        guard context.logger.logLevel <= .info, let clientEvents else { return }
+        let (allowed, suppressed) = clientEvents.admit(now: Monotonic.now())
+        guard allowed else { return }
+        let note = suppressed > 0 ? " (\(suppressed) similar lines left out before this one)" : ""
+        context.logger.info("\(message())\(note)", metadata: ["peer": "\(connection.peer)"])
+    }
+}
+
+/// Why the forward handler cannot start in a worker.
+enum ForwardError: Error, CustomStringConvertible {
+    case cannotAllocate(bytes: Int)
+
+    var description: String {
+        switch self {
+        case .cannotAllocate(let bytes): "cannot allocate the \(bytes)-byte probe buffer"
+        }
+    }
+}

@@ -1,0 +1,117 @@
+import Glibc
+import Prefork
+
+/// Why no upstream of a route took the connection: each address tried, with what went wrong.
+struct UpstreamFailure: Error, CustomStringConvertible {
+    /// Each address, in the order tried, and its error.
+    var attempts: [(address: String, error: String)] = []
+
+    /// `127.0.0.1:22: connection refused; [::1]:22: timed out after 3 s`.
+    var description: String { attempts.map { "\($0.address): \($0.error)" }.joined(separator: "; ") }
+}
+
+/// Opens a connection to the first of a route's upstream addresses that answers within the
+/// connect timeout, trying them in order.
+///
+/// Sockets are non-blocking from the start (the relay wants them so) and the wait is a `poll`,
+/// so a stop request interrupts it; the accepting thread is the one that waits, as nginx's
+/// stream proxy and sslh do, since a loopback or LAN upstream answers in microseconds.
+struct UpstreamConnector {
+    /// The connect timeout, in milliseconds for `poll`.
+    let timeoutMs: Int32
+
+    init(timeout: Duration) {
+        let (seconds, attoseconds) = timeout.components
+        timeoutMs = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+    }
+
+    /// A connected socket to the first address of `upstreams` that answers, and its index.
+    func connect(_ upstreams: [Upstream]) -> Result<(socket: Int32, index: Int), UpstreamFailure> {
+        var failure = UpstreamFailure()
+        for (index, upstream) in upstreams.enumerated() {
+            switch open(upstream) {
+            case .success(let socket): return .success((socket, index))
+            case .failure(let error): failure.attempts.append((upstream.text, error.reason))
+            }
+        }
+        return .failure(failure)
+    }
+
+    /// A connected socket to `upstream`, or the error in words.
+    private func open(_ upstream: Upstream) -> Result<Int32, AttemptError> {
+        let fd = socket(
+            upstream.address.family,
+            Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return .failure(AttemptError(errno: errno)) }
+        let started = upstream.address.withUnsafeSockaddr { Glibc.connect(fd, $0, $1) }
+        // Unix sockets answer EAGAIN when the server's backlog is full: as good as a refusal.
+        if started != 0 && errno != EINPROGRESS {
+            let error = AttemptError(errno: errno)
+            close(fd)
+            return .failure(error)
+        }
+        if started != 0 {
+            if let error = waitUntilConnected(fd) {
+                close(fd)
+                return .failure(AttemptError(reason: error))
+            }
+        }
+        if upstream.address.family != AF_UNIX {
+            // Relayed bytes go out as they come: an interactive protocol (SSH) must not wait
+            // for Nagle's acknowledgement round trip.
+            var on: Int32 = 1
+            _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
+        }
+        return .success(fd)
+    }
+
+    /// Waits for a non-blocking connect to finish; nil once connected, else what went wrong.
+    private func waitUntilConnected(_ fd: Int32) -> String? {
+        let deadline = Monotonic.now() + UInt64(timeoutMs) * 1_000_000
+        var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        while true {
+            let now = Monotonic.now()
+            guard now < deadline else { return "timed out after \(Double(timeoutMs) / 1000) s" }
+            let ready = poll(&entry, 1, Int32((deadline - now + 999_999) / 1_000_000))
+            if ready < 0 {
+                guard errno == EINTR else { return String(cString: strerror(errno)) }
+                if StopRequest.current == .immediate { return "worker stopping" }
+                continue
+            }
+            if ready == 0 { continue }
+            var error: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 else {
+                return String(cString: strerror(errno))
+            }
+            return error == 0 ? nil : String(cString: strerror(error))
+        }
+    }
+}
+
+/// Why one address did not take the connection.
+private struct AttemptError: Error {
+    var reason: String
+
+    init(reason: String) { self.reason = reason }
+    init(errno: Int32) { reason = String(cString: strerror(errno)) }
+}
+
+/// One upstream address of a route, resolved once per worker.
+struct Upstream {
+    /// As written in the config (`127.0.0.1:22`, `unix:/run/web.sock`).
+    let text: String
+    /// The address to connect to.
+    let address: SocketAddress
+
+    /// The socket address of `address` (which is never `*:PORT`: the config reader refuses it).
+    init(_ address: ListenAddress) {
+        text = address.description
+        switch address {
+        case .ipv4(let host, let port): self.address = SocketAddress(ipv4: host, port: port)!
+        case .ipv6(let host, let port): self.address = SocketAddress(ipv6: host, port: port)!
+        case .unix(let path): self.address = SocketAddress(unixPath: path)!
+        case .any(let port): self.address = .anyIPv4(port: port)
+        }
+    }
+}

@@ -1,0 +1,97 @@
+import ForwardProtocols
+import Glibc
+import Prefork
+
+/// Writes the first bytes to a freshly connected, non-blocking upstream socket: `sendmsg` of all
+/// the parts, then, if the socket's buffer was full, waits for room within a deadline.
+struct UpstreamWriter {
+    let socket: Int32
+    let timeoutMs: Int32
+
+    /// Writes every byte of `parts`, in order; consumes them as it goes.
+    func writeAll(_ parts: inout [UnsafeRawBufferPointer]) throws(ConnectionError) {
+        parts.removeAll { $0.isEmpty }
+        let deadline = Monotonic.now() + UInt64(timeoutMs) * 1_000_000
+        while !parts.isEmpty {
+            var vectors = parts.map {
+                iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count)
+            }
+            let sent = vectors.withUnsafeMutableBufferPointer { vectors in
+                var message = msghdr()
+                message.msg_iov = vectors.baseAddress
+                message.msg_iovlen = vectors.count
+                return sendmsg(socket, &message, Int32(MSG_NOSIGNAL))
+            }
+            if sent >= 0 {
+                consume(sent, of: &parts)
+                continue
+            }
+            switch errno {
+            case EINTR:
+                if StopRequest.current == .immediate { throw .stopRequested }
+            case EAGAIN:
+                try waitForRoom(until: deadline)
+            case ECONNRESET, EPIPE:
+                throw .reset
+            default:
+                throw .failed(SystemCallError.current("sendmsg"))
+            }
+        }
+    }
+
+    private func consume(_ count: Int, of parts: inout [UnsafeRawBufferPointer]) {
+        var left = count
+        while left > 0, let first = parts.first {
+            if first.count <= left {
+                left -= first.count
+                parts.removeFirst()
+            } else {
+                parts[0] = UnsafeRawBufferPointer(rebasing: first[left...])
+                left = 0
+            }
+        }
+    }
+
+    private func waitForRoom(until deadline: UInt64) throws(ConnectionError) {
+        var entry = pollfd(fd: socket, events: Int16(POLLOUT), revents: 0)
+        let now = Monotonic.now()
+        guard now < deadline else { throw .timedOut }
+        if poll(&entry, 1, Int32((deadline - now + 999_999) / 1_000_000)) < 0, errno != EINTR {
+            throw .failed(SystemCallError.current("poll"))
+        }
+    }
+}
+
+extension IPEndpoint {
+    /// The IP address and port of `address`; nil for a unix socket. An IPv4-mapped IPv6 address
+    /// (a dual-stack listener's IPv4 client) becomes the IPv4 address it stands for.
+    init?(_ address: SocketAddress) {
+        let endpoint: IPEndpoint? = address.withUnsafeSockaddr { pointer, _ in
+            switch Int32(pointer.pointee.sa_family) {
+            case AF_INET:
+                return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { ipv4 in
+                    IPEndpoint(
+                        address: .v4(UInt32(bigEndian: ipv4.pointee.sin_addr.s_addr)),
+                        port: UInt16(bigEndian: ipv4.pointee.sin_port))
+                }
+            case AF_INET6:
+                return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { ipv6 in
+                    var bytes = ipv6.pointee.sin6_addr
+                    let (high, low) = withUnsafeBytes(of: &bytes) { raw in
+                        (
+                            UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+                            UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                        )
+                    }
+                    return IPEndpoint(
+                        address: IPAddress.v6(high: high, low: low).unmapped,
+                        port: UInt16(bigEndian: ipv6.pointee.sin6_port))
+                }
+            default:
+                return nil
+            }
+        }
+        guard let endpoint else { return nil }
+        self = endpoint
+    }
+}
