@@ -45,7 +45,11 @@ public struct Client: Sendable {
     }
 
     public func send(_ text: String) throws {
-        let bytes = Array(text.utf8)
+        try send(bytes: Array(text.utf8))
+    }
+
+    /// Sends raw bytes, all of them.
+    public func send(bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
             let n = bytes.withUnsafeBytes {
@@ -58,11 +62,16 @@ public struct Client: Sendable {
 
     /// Reads until the server closes (or the receive timeout passes: then throws).
     public func readToEnd() throws -> String {
+        String(decoding: try readAllBytes(), as: UTF8.self)
+    }
+
+    /// ``readToEnd()``, byte for byte.
+    public func readAllBytes() throws -> [UInt8] {
         var out: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n == 0 { return String(decoding: out, as: UTF8.self) }
+            if n == 0 { return out }
             guard n > 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
             out += chunk[..<n]
         }
