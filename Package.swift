@@ -70,8 +70,10 @@ let package = Package(
         .target(
             name: "PreforkHandlers",
             dependencies: [
+                "CPreforkShims",
                 "Prefork",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strict
         ),
