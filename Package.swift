@@ -70,9 +70,11 @@ let package = Package(
         .target(
             name: "PreforkHandlers",
             dependencies: [
+                "CPreforkShims",
                 "Prefork",
                 "ForwardProtocols",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strict
         ),

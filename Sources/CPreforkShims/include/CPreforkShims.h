@@ -10,6 +10,8 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 
+#include "relay_shims.h"
+
 /// accept4(2).
 int pf_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 /// pipe2(2).
