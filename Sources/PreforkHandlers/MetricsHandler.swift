@@ -90,7 +90,7 @@ public struct MetricsHandler: ConnectionHandler, BuiltInHandler {
             out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
             for sample in samples { out += "\(name)\(sample.labels) \(sample.value)\n" }
         }
-        let stages = ["starting", "accepting", "reading", "handling", "paused", "exiting"]
+        let stages = ["starting", "accepting", "reading", "handling", "paused", "draining", "exiting"]
         family(
             "preforkd_workers", "gauge", "Worker processes by what they are doing.",
             stages.map { stage in ("{stage=\"\(stage)\"}", "\(report.workers.filter { $0.stage == stage }.count)") })

@@ -59,7 +59,8 @@ public struct StatusCommand: ParsableCommand {
         let count = { (stages: Set<String>) in report.workers.filter { stages.contains($0.stage) }.count }
         lines.append(
             "\(report.workers.count) workers: \(count(["accepting"])) idle, \(count(["reading", "handling"])) busy, "
-                + "\(count(["starting"])) starting, \(count(["paused"])) paused, \(count(["exiting"])) exiting")
+                + "\(count(["starting"])) starting, \(count(["paused"])) paused, \(count(["draining"])) draining, "
+                + "\(count(["exiting"])) exiting")
         return lines.joined(separator: "\n") + "\n"
     }
 

@@ -51,6 +51,12 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         self.init(copying: sin6)
     }
 
+    /// No address (length 0), described as `unknown`: what is left when the kernel cannot say.
+    public static var none: SocketAddress {
+        var storage = sockaddr_storage()
+        return SocketAddress(&storage, length: 0)
+    }
+
     /// Every local IPv6 address (`in6addr_any`) and a port.
     public static func anyIPv6(port: UInt16) -> SocketAddress {
         var sin6 = sockaddr_in6()

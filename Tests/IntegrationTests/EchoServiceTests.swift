@@ -188,3 +188,81 @@ final class Counter: @unchecked Sendable {
         #expect(ProcessTable.isAlive(daemon.pid))
     }
 }
+
+/// What the engine offers a handler beyond one connection at a time: taking a socket over,
+/// greeting clients that send nothing, and winding down after the accept loop.
+@Suite struct HandlerHandoverTests {
+    static var probe: String { Binaries.handlerFaultProbe }
+
+    @Test func aDetachedSocketOutlivesTheHandlersCallUntilTheHandlerClosesIt() throws {
+        let daemon = try Daemon(["127.0.0.1:0", "1"], binary: Self.probe)
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let kept = try Client(port: port)
+        defer { kept.close() }
+        try kept.send("detach<EOF>")
+        // One worker: it has returned from the detaching call before it serves this one, and
+        // the kept socket is still open for the handler to write to.
+        #expect(try Client.exchange(port: port, "release<EOF>") == "release<EOF>")
+        #expect(try kept.readToEnd() == "released")
+    }
+
+    @Test func aHandlerThatAnswersSilentClientsGetsThemWithNoInitialData() throws {
+        let daemon = try Daemon(
+            ["127.0.0.1:0", "1"], binary: Self.probe,
+            environment: ["PROBE_SILENT": "1", "PROBE_INITIAL_TIMEOUT": "0.2"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let silent = try Client(port: port)
+        defer { silent.close() }
+        #expect(try silent.read(count: 6) == "hello\n", "greeted once the initial read timed out")
+        try silent.send("then<EOF>")
+        #expect(try silent.readToEnd() == "then<EOF>")
+        // A client that speaks first is served as before, and one that closes at once is closed.
+        #expect(try Client.exchange(port: port, "first<EOF>") == "first<EOF>")
+        try Client(port: port).close()
+        #expect(try Client.exchange(port: port, "after<EOF>") == "after<EOF>")
+        #expect(!daemon.log.contains("initial read timed out"))
+    }
+
+    @Test func aRecycledWorkerDrainsInStatusWhileAReplacementServesAndIsKilledAtTheGracefulTimeout() throws {
+        let daemon = try Daemon(
+            ["127.0.0.1:0", "1"], binary: Self.probe,
+            environment: [
+                "PROBE_MAX_CONNECTIONS": "1", "PROBE_GRACEFUL_TIMEOUT": "2",
+                "PROBE_DRAIN_FILE": NSTemporaryDirectory() + "never-\(UUID().uuidString)",
+            ])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        #expect(try Client.exchange(port: port, "one<EOF>") == "one<EOF>")
+        try waitUntil("a draining worker in preforkd status --json") {
+            let (_, json) = try StatusCommandTests.status(["--runtime-directory", daemon.directory, "--json"])
+            return json.contains("\"draining\"")
+        }
+        // The draining worker takes no connection: its replacement serves.
+        #expect(try Client.exchange(port: port, "two<EOF>") == "two<EOF>")
+        try daemon.waitForLog("after it began draining; killing it")
+        #expect(try Client.exchange(port: port, "three<EOF>") == "three<EOF>")
+        #expect(!daemon.log.contains("died"), "a drain cut short is no crash")
+    }
+
+    @Test func aGracefulStopDrainsUntilTheHandlerIsDone() throws {
+        let drainFile = NSTemporaryDirectory() + "drained-\(UUID().uuidString)"
+        defer { unlink(drainFile) }
+        let daemon = try Daemon(
+            ["127.0.0.1:0", "1"], binary: Self.probe, environment: ["PROBE_DRAIN_FILE": drainFile])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        daemon.signal(SIGTERM)
+        try daemon.waitForLog("Draining until")
+        let (_, table) = try StatusCommandTests.status(["--runtime-directory", daemon.directory])
+        #expect(table.contains("1 draining"))
+        #expect(daemon.isRunning)
+        #expect(FileManager.default.createFile(atPath: drainFile, contents: nil))
+        #expect(try daemon.waitForExit() == 0)
+        #expect(!daemon.log.contains("killing it"))
+    }
+}

@@ -49,4 +49,14 @@ import Testing
             #expect(throws: ConnectionError.timedOut) { _ = try connection.read(into: &buffer) }
         }
     }
+
+    @Test func detachingMarksTheWorkersStateAndHandsBackTheSameSocket() throws {
+        let state = ConnectionState.allocate()
+        defer { state.deallocate() }
+        let listener = Listener(adopting: -1, name: "t", origin: .bound)
+        let connection = Connection(fileDescriptor: 42, listener: listener, state: state)
+        #expect(!state.pointee.detached)
+        #expect(connection.detach() == 42)
+        #expect(state.pointee.detached)
+    }
 }

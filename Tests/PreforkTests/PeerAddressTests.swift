@@ -146,4 +146,27 @@ import Testing
             peerAddress: UnsafePointer(peer.storage), peerAddressLength: peer.length.pointee)
         #expect(connection.peer == client.address)
     }
+
+    @Test func theAddressesAreTheAcceptedPeerAndTheSocketsOwnUnlessAProxyHeaderNamedOthers() throws {
+        let listener = try Listener.bind(.ipv4(host: "127.0.0.1", port: 0), backlog: 4)
+        defer { listener.close() }
+        try listener.setTimeouts(receive: 5, send: 5)  // a failing accept must not hang the suite
+        let client = connectClient(to: listener)
+        defer { close(client.fd) }
+        let board = try Scoreboard(capacity: 1)
+        let peer = PeerAddressBuffer.inSlot(board.slot(0))
+        let fd = try acceptConnection(on: listener.fileDescriptor, peer: peer)
+        defer { close(fd) }
+        let state = ConnectionState.allocate()
+        defer { state.deallocate() }
+        let connection = Connection(
+            fileDescriptor: fd, listener: listener,
+            peerAddress: UnsafePointer(peer.storage), peerAddressLength: peer.length.pointee, state: state)
+        #expect(connection.clientAddress.description == client.address)
+        #expect(connection.localAddress.description == listener.address)
+        // A PROXY header's destination replaces the socket's own.
+        let proxied = try #require(SocketAddress(ipv4: "192.0.2.80", port: 443))
+        state.pointee.store(local: proxied)
+        #expect(connection.localAddress.description == "192.0.2.80:443")
+    }
 }

@@ -361,12 +361,13 @@ import Testing
     /// Two booted workers with the given timeouts (seconds), found in `stages` since start, and
     /// the clock `after` seconds later.
     static func twoWorkers(
-        initialTimeout: Double, handlerTimeout: Double, stages: (Scoreboard.Stage, Scoreboard.Stage), after: Double
+        initialTimeout: Double, handlerTimeout: Double, stages: (Scoreboard.Stage, Scoreboard.Stage), after: Double,
+        graceful: Double = 30
     ) -> (Pool, [PoolPolicy.Progress]) {
         var pool = Pool(workers: 2)
         pool.policy = PoolPolicy(
             limits: PoolPolicy.Limits(
-                workers: 2, gracefulTimeoutNs: 30_000_000_000, bootTimeoutNs: 30_000_000_000,
+                workers: 2, gracefulTimeoutNs: UInt64(graceful * 1e9), bootTimeoutNs: 30_000_000_000,
                 initialTimeoutNs: UInt64(initialTimeout * 1e9), handlerTimeoutNs: UInt64(handlerTimeout * 1e9)))
         pool.send(.tick)
         _ = pool.bootAll()
@@ -420,6 +421,49 @@ import Testing
         #expect(actions.contains(.fork(generation: 1)))
         #expect(Self.notices(actions) == ["Worker 1 served its max-connections-per-worker; replacing it"])
         #expect(pool.policy.nextForkAt <= pool.now, "no back-off")
+    }
+
+    @Test func aDrainingWorkerIsReplacedKilledAtTheGracefulTimeoutAndNeverAtTheHandlerTimeout() {
+        var (pool, samples) = Self.twoWorkers(
+            initialTimeout: 10, handlerTimeout: 1, stages: (.draining, .accepting), after: 0, graceful: 5)
+        let draining = samples[0].pid
+        // Recycled on its own: it no longer serves, so a replacement is forked at once.
+        #expect(pool.send(.progress(samples)) == [.fork(generation: 1)])
+        #expect(pool.policy.workers[draining]!.drainingSince == pool.now)
+        #expect(!pool.pids(generation: 1).contains(draining))
+        pool.now += 4_900_000_000
+        #expect(pool.send(.progress(samples)).isEmpty, "past handler-timeout, within graceful-timeout")
+        #expect(pool.policy.nextDeadline() == samples[0].since + 5_000_000_000)
+        pool.now += 100_000_000
+        let kill = pool.send(.tick)
+        #expect(kill.contains(.kill(pid: draining)))
+        #expect(
+            Self.notices(kill) == ["Worker 1 of generation 1 still busy 5 s after it began draining; killing it"])
+        let exit = pool.send(.exited(pid: draining, status: .killed(signal: 9, coreDumped: false), errno: 0))
+        #expect(
+            exit == [.log(.debug, "Worker 1 exited (killed by SIGKILL)", worker: .init(pid: draining, generation: 1))],
+            "no crash, no second replacement")
+        #expect(pool.policy.counters.exitsCrash == 0)
+    }
+
+    @Test func aDrainingWorkerIsNeverCountedAsSpare() {
+        var pool = Self.scalingPool(workers: 2, spare: 1, maximum: 4)
+        let pids = pool.pids(generation: 1)
+        // One worker handles a connection, the other drains: none is idle, so one more is forked
+        // (and one more to replace the drained one).
+        let samples = Self.samples(pool, .handling, since: pool.now, others: [pids[1]: .draining])
+        let actions = pool.send(.progress(samples))
+        #expect(actions.filter { $0 == .fork(generation: 1) }.count == 2)
+        #expect(Self.notices(actions).contains("0 idle of 1 workers; forking 1 more (up to 4)"))
+    }
+
+    @Test func aRecycledWorkerThatDrainedStillCountsAsRecycled() {
+        var pool = Pool.ready(workers: 2)
+        let pid = pool.pids(generation: 1)[0]
+        pool.send(.progress([PoolPolicy.Progress(pid: pid, stage: .draining, since: pool.now)]))
+        let actions = pool.send(.exited(pid: pid, status: .exited(5), errno: 0))
+        #expect(Self.notices(actions) == ["Worker 1 served its max-connections-per-worker; replacing it"])
+        #expect(pool.policy.counters.exitsRecycled == 1)
     }
 
     @Test func eachWorkerDrawsItsOwnConnectionLimitWithinAQuarterAbove() {

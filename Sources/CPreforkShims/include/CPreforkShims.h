@@ -86,6 +86,8 @@ enum pf_stage {
     PF_STAGE_HANDLING = 4,
     PF_STAGE_EXITING = 5,
     PF_STAGE_PAUSED = 6,
+    /// The accept loop has ended; the handler's finish() winds down what outlives a connection.
+    PF_STAGE_DRAINING = 7,
 };
 
 /// One worker's slot. Written by its worker, read by the supervisor; every field is accessed

@@ -24,17 +24,50 @@ public protocol ConnectionHandler {
     /// Serves one connection.
     ///
     /// - Parameters:
-    ///   - connection: the accepted socket; the worker closes it when this returns or throws.
+    ///   - connection: the accepted socket; the worker closes it when this returns or throws,
+    ///     unless the handler took it over with ``Connection/detach()``.
     ///   - initialData: the first bytes the client sent — between 1 and `initial-bytes` of them,
     ///     from one read (the `EndAccept(out buffer, out bytesTransferred)` pair), in the
-    ///     worker's buffer; a span cannot outlive this call (copy what must be kept).
+    ///     worker's buffer; a span cannot outlive this call (copy what must be kept). Empty only
+    ///     when the handler ``answersSilentClients`` and the client sent nothing within
+    ///     `initial-timeout`. Behind a listener with `accept-proxy`, the bytes after the PROXY
+    ///     header.
     ///   - context: the worker's logger and identity, and whether it is asked to stop.
     mutating func handle(_ connection: Connection, initialData: Span<UInt8>, context: WorkerContext) throws
+
+    /// Whether a client that sends nothing within `initial-timeout` is still handed to
+    /// ``handle(_:initialData:context:)``, with empty initial data, instead of being closed: for
+    /// protocols where the server speaks first (SMTP, FTP, SSH banners). A client that closes
+    /// before sending a byte is closed either way.
+    var answersSilentClients: Bool { get }
+
+    /// The same question for connections arriving on `listener`: the worker asks it once per
+    /// listener when it starts. By default, ``answersSilentClients``; a handler that serves
+    /// listeners differently (``ListenerRouter``) answers for each.
+    func answersSilentClients(on listener: Listener) -> Bool
+
+    /// Called once after the worker's accept loop has ended — a graceful stop, a reload's
+    /// retirement, recycling after `max-connections-per-worker`, a spare worker's retirement —
+    /// and before the worker exits; not after an immediate stop. Wind down what outlives a
+    /// connection here (connections handed to threads with ``Connection/detach()``).
+    ///
+    /// While it runs the worker's stage is `draining`: the supervisor kills the worker once
+    /// `graceful-timeout` has passed since it began, and never counts it as available.
+    mutating func finish(_ context: WorkerContext)
 }
 
 extension ConnectionHandler {
     /// No per-worker preparation.
     public mutating func prepare(_ context: WorkerContext) throws {}
+
+    /// Silent clients are closed.
+    public var answersSilentClients: Bool { false }
+
+    /// The handler's one answer, whatever the listener.
+    public func answersSilentClients(on listener: Listener) -> Bool { answersSilentClients }
+
+    /// Nothing outlives a connection.
+    public mutating func finish(_ context: WorkerContext) {}
 }
 
 /// A worker's identity and logger, handed to its handler.
@@ -50,4 +83,9 @@ public struct WorkerContext {
     /// request, then return instead of waiting for another one.
     @inlinable
     public var isStopping: Bool { StopRequest.current != .none }
+
+    /// True once the worker has been asked to stop at once (SIGQUIT): abandon what is under way.
+    /// In ``ConnectionHandler/finish(_:)``, the sign to stop waiting for connections to end.
+    @inlinable
+    public var isStoppingImmediately: Bool { StopRequest.current == .immediate }
 }

@@ -17,6 +17,23 @@ public struct ListenerRouter: ConnectionHandler {
         for name in routes.keys { try routes[name]!.prepare(context) }
     }
 
+    /// Whether the handler serving `listener` answers silent clients.
+    public func answersSilentClients(on listener: Listener) -> Bool {
+        (routes[listener.name] ?? fallback).answersSilentClients(on: listener)
+    }
+
+    /// Whether any of its handlers answers silent clients; the worker asks per listener with
+    /// ``answersSilentClients(on:)``.
+    public var answersSilentClients: Bool {
+        fallback.answersSilentClients || routes.values.contains { $0.answersSilentClients }
+    }
+
+    /// Lets every handler it routes to wind down.
+    public mutating func finish(_ context: WorkerContext) {
+        fallback.finish(context)
+        for name in routes.keys { routes[name]!.finish(context) }
+    }
+
     /// Hands the connection to the handler of its listener, or to the fallback.
     public mutating func handle(_ connection: Connection, initialData: Span<UInt8>, context: WorkerContext) throws {
         if routes[connection.listener.name] != nil {

@@ -16,6 +16,9 @@ struct Scoreboard {
         case starting, accepting, reading, handling, exiting
         /// Not accepting for a moment: out of file descriptors or kernel memory (nginx's pause).
         case paused
+        /// Done accepting for good: the handler's `finish` winds down what outlives a connection,
+        /// under `graceful-timeout`. Never available for a connection.
+        case draining
 
         static func < (lhs: Stage, rhs: Stage) -> Bool { lhs.rawValue < rhs.rawValue }
     }
@@ -48,6 +51,8 @@ struct Scoreboard {
         var busy = 0
         /// Workers pausing their accepts: out of file descriptors or memory.
         var paused = 0
+        /// Workers done accepting, winding down in their handler's `finish`.
+        var draining = 0
         /// Connections handed to handlers by live workers.
         var connections: UInt64 = 0
     }
@@ -220,6 +225,7 @@ struct Scoreboard {
             case .accepting: summary.idle += 1
             case .reading, .handling: summary.busy += 1
             case .paused: summary.paused += 1
+            case .draining: summary.draining += 1
             case .free, .exiting: break
             }
         }

@@ -9,7 +9,7 @@ package struct StatusReport: Sendable {
         package let number: Int
         package let pid: Int32
         package let generation: Int
-        /// starting, accepting, reading, handling, exiting or paused.
+        /// starting, accepting, reading, handling, exiting, paused or draining.
         package let stage: String
         /// Seconds in that stage.
         package let seconds: Double

@@ -58,6 +58,9 @@ struct PoolPolicy {
         var booted = false
         /// When it was told to stop; nil while it serves.
         var retiredAt: UInt64?
+        /// When it began draining (its accept loop over, its handler's `finish` running), told to
+        /// or not (recycled); nil before. A draining worker takes no connection.
+        var drainingSince: UInt64?
         /// When it is killed if it has not exited by then (set with `retiredAt`).
         var killAt: UInt64?
         /// SIGKILL was sent.
@@ -66,7 +69,7 @@ struct PoolPolicy {
         var overdue = false
 
         var number: Int { slot + 1 }
-        var isServing: Bool { retiredAt == nil && !killed }
+        var isServing: Bool { retiredAt == nil && drainingSince == nil && !killed }
         var tag: WorkerTag { WorkerTag(pid: pid, generation: generation) }
     }
 
@@ -287,6 +290,7 @@ struct PoolPolicy {
         case .reloadPrepared(let next):
             startGeneration(next, now: now, into: &actions)
         case .progress(let samples):
+            noticeDraining(samples, now: now)
             killOverdue(samples, now: now, into: &actions)
             if limits.scales, phase == .running {
                 // Looked at now, whether or not it may act: the next look is a step away.
@@ -404,7 +408,8 @@ struct PoolPolicy {
             actions.append(.log(.debug, "\(name) exited (\(status))", worker: worker.tag))
             return
         }
-        if worker.retiredAt != nil || phase != .running {
+        // Retired, or killed at the end of a drain it began itself: an exit it was due, no crash.
+        if worker.retiredAt != nil || worker.drainingSince != nil || phase != .running {
             actions.append(.log(.debug, "\(name) exited (\(status))", worker: worker.tag))
             if worker.generation != generation, !workers.values.contains(where: { $0.generation == worker.generation })
             {
@@ -500,6 +505,18 @@ struct PoolPolicy {
         killAll(into: &actions)
     }
 
+    /// Workers seen draining for the first time: they no longer serve (a replacement is forked
+    /// when the pool is short, and spare-worker decisions leave them out), and they get
+    /// `graceful-timeout` from the start of their drain, or what remains of a stop's allowance.
+    private mutating func noticeDraining(_ samples: [Progress], now: UInt64) {
+        for sample in samples where sample.stage == .draining {
+            guard let worker = workers[sample.pid], !worker.killed, worker.drainingSince == nil else { continue }
+            let since = min(sample.since, now)
+            workers[sample.pid]!.drainingSince = since
+            workers[sample.pid]!.killAt = min(since + limits.gracefulTimeoutNs, worker.killAt ?? .max)
+        }
+    }
+
     /// Kills workers that stay in the initial read or in their handler past the limits.
     private mutating func killOverdue(_ samples: [Progress], now: UInt64, into actions: inout [Action]) {
         for sample in samples {
@@ -565,11 +582,13 @@ struct PoolPolicy {
             guard let worker = workers[pid], !worker.killed, let killAt = worker.killAt, now >= killAt else { continue }
             workers[pid]!.killed = true
             // The allowance, not the measured wait: the loop may wake a little late.
-            let allowed = Self.seconds(killAt - (worker.retiredAt ?? killAt))
+            let start = worker.retiredAt ?? worker.drainingSince ?? killAt
+            let allowed = Self.seconds(killAt - min(start, killAt))
+            let what = worker.retiredAt != nil ? "after it was told to stop" : "after it began draining"
             actions.append(
                 .log(
                     .warning,
-                    "Worker \(worker.number) of generation \(worker.generation) still busy \(allowed) s after it was told to stop; killing it",
+                    "Worker \(worker.number) of generation \(worker.generation) still busy \(allowed) s \(what); killing it",
                     worker: worker.tag))
             actions.append(.kill(pid: pid))
         }

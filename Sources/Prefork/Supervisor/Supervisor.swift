@@ -317,7 +317,8 @@ final class Supervisor {
         }
         rateSample = (served, now)
         let paused = summary.paused > 0 ? ", \(summary.paused) paused (out of file descriptors or memory)" : ""
-        return "\(summary.idle) idle, \(summary.busy) busy, \(summary.starting) starting\(paused); "
+        let draining = summary.draining > 0 ? ", \(summary.draining) draining" : ""
+        return "\(summary.idle) idle, \(summary.busy) busy, \(summary.starting) starting\(paused)\(draining); "
             + "\(served) connections, \(rate)/s; listening on \(listeners.addresses)"
     }
 }

@@ -4,7 +4,7 @@ import SystemPackage
 /// An accepted client connection, as a handler sees it.
 ///
 /// The worker owns the socket: it closes it after the handler returns, so a handler never closes
-/// it itself. Reads and writes block, bounded by the timeouts inherited from the listener
+/// it itself — unless it takes the socket over with ``detach()``. Reads and writes block, bounded by the timeouts inherited from the listener
 /// (`SO_RCVTIMEO` = `initial-timeout`, `SO_SNDTIMEO` = `send-timeout`) unless the handler sets others.
 public struct Connection {
     /// The connected socket.
@@ -17,18 +17,54 @@ public struct Connection {
     let peerAddress: UnsafePointer<sockaddr_storage>?
     /// The length `accept4` returned with ``peerAddress``.
     let peerAddressLength: socklen_t
+    /// The worker's record of what the handler did with the connection and what a PROXY header
+    /// said; nil for a connection no worker loop serves.
+    let state: UnsafeMutablePointer<ConnectionState>?
 
     init(
         fileDescriptor: Int32, listener: Listener,
-        peerAddress: UnsafePointer<sockaddr_storage>? = nil, peerAddressLength: socklen_t = 0
+        peerAddress: UnsafePointer<sockaddr_storage>? = nil, peerAddressLength: socklen_t = 0,
+        state: UnsafeMutablePointer<ConnectionState>? = nil
     ) {
         self.fileDescriptor = fileDescriptor
         self.listener = listener
         self.peerAddress = peerAddress
         self.peerAddressLength = peerAddressLength
+        self.state = state
     }
 
-    /// The client's address, `1.2.3.4:5678`, `[::1]:5678` or `unix:`.
+    /// Takes the socket over: the worker will not close it after the handler returns, and the
+    /// caller must close it itself (typically a relay thread that outlives the handler's call).
+    /// Returns the socket. Costs no system call; the descriptor keeps its flags and timeouts.
+    ///
+    /// Connections a handler keeps this way are its to wind down in
+    /// ``ConnectionHandler/finish(_:)`` when the worker stops.
+    public func detach() -> Int32 {
+        state?.pointee.detached = true
+        return fileDescriptor
+    }
+
+    /// The client's address: behind a listener with `accept-proxy`, the source the PROXY header
+    /// named; otherwise the peer `accept4` returned. A header without addresses (v2 `LOCAL`, v1
+    /// `UNKNOWN`) leaves the connection's own peer.
+    public var clientAddress: SocketAddress {
+        if let peerAddress { return SocketAddress(peerAddress, length: peerAddressLength) }
+        return (try? SocketAddress.peer(of: FileDescriptor(rawValue: fileDescriptor)).get()) ?? .none
+    }
+
+    /// The address the client connected to: behind a listener with `accept-proxy`, the
+    /// destination the PROXY header named; otherwise the socket's own (`getsockname`, asked only
+    /// when this is read).
+    public var localAddress: SocketAddress {
+        if let state, state.pointee.proxiedLocalLength > 0 {
+            return withUnsafePointer(to: &state.pointee.proxiedLocal) {
+                SocketAddress($0, length: state.pointee.proxiedLocalLength)
+            }
+        }
+        return (try? SocketAddress.local(of: FileDescriptor(rawValue: fileDescriptor)).get()) ?? .none
+    }
+
+    /// The client's address, `1.2.3.4:5678`, `[::1]:5678` or `unix:` (``clientAddress`` as text).
     ///
     /// Formatted on demand from the address `accept4` captured with the connection, so it costs
     /// nothing unless asked for, needs no system call, and still names a client that has since
@@ -120,6 +156,34 @@ public struct Connection {
         var value = timeval(tv_sec: Int(seconds), tv_usec: microseconds)
         guard setsockopt(fileDescriptor, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size)) == 0
         else { throw .failed(SystemCallError.current("setsockopt SO_RCVTIMEO")) }
+    }
+}
+
+/// What the worker keeps about its current connection besides the socket: one per worker,
+/// allocated once and reused, so that a connection nobody detaches costs no allocation.
+struct ConnectionState {
+    /// The handler took the socket over (``Connection/detach()``): the worker must not close it.
+    var detached = false
+    /// The length of ``proxiedLocal``; 0 when no PROXY header named a destination.
+    var proxiedLocalLength: socklen_t = 0
+    /// The destination a PROXY header named.
+    var proxiedLocal = sockaddr_storage()
+
+    /// Records a PROXY header's destination as the connection's local address.
+    mutating func store(local address: SocketAddress) {
+        address.withUnsafeSockaddr { address, length in
+            withUnsafeMutableBytes(of: &proxiedLocal) {
+                $0.copyMemory(from: UnsafeRawBufferPointer(start: address, count: Int(length)))
+            }
+            proxiedLocalLength = length
+        }
+    }
+
+    /// A zeroed state, for the worker's lifetime.
+    static func allocate() -> UnsafeMutablePointer<ConnectionState> {
+        let state = UnsafeMutablePointer<ConnectionState>.allocate(capacity: 1)
+        state.initialize(to: ConnectionState())
+        return state
     }
 }
 

@@ -21,13 +21,14 @@ struct ServeLoop {
     let slot: SlotWriter
     /// Connections after which this worker exits to be replaced by a fresh one (Int.max: never).
     let connectionLimit: Int
-    /// Per listener: it defers accepts until the first bytes arrive (TCP_DEFER_ACCEPT), so the
-    /// initial read need not wait.
-    let defersAccept: [Bool]
+    /// Per listener: how its connections start (deferred accept, silent clients).
+    let modes: [ListenerMode]
     /// The initial read's buffer: one per worker, reused by every connection.
     let buffer: UnsafeMutableRawBufferPointer
     /// Where accept4 leaves the client's address.
     let peer: PeerAddressBuffer
+    /// Whether the handler detached the current connection; reused by every connection.
+    let state: UnsafeMutablePointer<ConnectionState>
     /// Keeps the lines clients can cause (initial reads that time out or are reset) to a few per
     /// ten seconds.
     let clientEvents = ClientEventLimiter()
@@ -38,10 +39,15 @@ struct ServeLoop {
 
     init(
         listeners: [Listener], epoll: Int32, context: WorkerContext, slot: SlotWriter, connectionLimit: Int,
-        buffer: UnsafeMutableRawBufferPointer, peer: PeerAddressBuffer
+        buffer: UnsafeMutableRawBufferPointer, peer: PeerAddressBuffer, answersSilentClients: [Bool]
     ) {
         self.connectionLimit = connectionLimit
-        self.defersAccept = listeners.map { Self.defersAccept($0.fileDescriptor) }
+        self.modes = listeners.indices.map { index in
+            ListenerMode(
+                defersAccept: Self.defersAccept(listeners[index].fileDescriptor),
+                answersSilentClients: answersSilentClients[index])
+        }
+        self.state = ConnectionState.allocate()
         self.listeners = listeners
         self.epoll = epoll
         self.context = context
@@ -56,8 +62,8 @@ struct ServeLoop {
         var backoff = Backoff()
         // One listener (the usual case): accept on it directly, no epoll.
         let onlyFD = epoll < 0 ? listeners[0].fileDescriptor : -1
-        // Looked up once: the one listener's flag, or per connection with several.
-        let onlyDefers = epoll < 0 && defersAccept[0]
+        // Looked up once: the one listener's mode, or per connection with several.
+        let onlyMode = modes[0]
         var served = 0
         while StopRequest.current == .none {
             slot.enter(.accepting)
@@ -90,9 +96,10 @@ struct ServeLoop {
                 continue
             }
             slot.enter(.reading)
-            let immediate = onlyFD >= 0 ? onlyDefers : defersAccept[listenerIndex]
-            serveConnection(fd, listenerIndex: listenerIndex, immediate: immediate, handler: &handler)
-            close(fd)
+            let mode = onlyFD >= 0 ? onlyMode : modes[listenerIndex]
+            serveConnection(fd, listenerIndex: listenerIndex, mode: mode, handler: &handler)
+            // A detached socket is the handler's now; the flag is reset for the next connection.
+            if state.pointee.detached { state.pointee.detached = false } else { close(fd) }
             served &+= 1
             if served >= connectionLimit { return .recycled }
         }
@@ -101,11 +108,14 @@ struct ServeLoop {
 
     @inline(__always)
     private func serveConnection<Handler: ConnectionHandler>(
-        _ fd: Int32, listenerIndex: Int, immediate: Bool, handler: inout Handler
+        _ fd: Int32, listenerIndex: Int, mode: ListenerMode, handler: inout Handler
     ) {
         let count: Int
         do {
-            count = try readInitialData(from: fd, into: buffer, immediate: immediate)
+            count = try readInitialData(from: fd, into: buffer, immediate: mode.defersAccept)
+        } catch .initialReadTimedOut where mode.answersSilentClients {
+            // The server speaks first: the handler gets the connection with no initial data.
+            count = 0
         } catch {
             switch error {
             case .initialReadTimedOut: slot.count(.initialReadTimeout)
@@ -124,9 +134,10 @@ struct ServeLoop {
         }
         let connection = Connection(
             fileDescriptor: fd, listener: listeners[listenerIndex],
-            peerAddress: UnsafePointer(peer.storage), peerAddressLength: peer.length.pointee)
+            peerAddress: UnsafePointer(peer.storage), peerAddressLength: peer.length.pointee, state: state)
         do {
-            // 1 ≤ count ≤ buffer.count, from the read above. The span only borrows the worker's
+            // 1 ≤ count ≤ buffer.count from the read above (0 for a silent client its handler
+            // answers). The span only borrows the worker's
             // buffer: the handler cannot keep it past this call.
             let initialData = Span<UInt8>(
                 _unsafeElements: UnsafeBufferPointer(
@@ -139,6 +150,15 @@ struct ServeLoop {
                 "Connection from \(peer) failed: \(error)",
                 metadata: ["peer": "\(peer)", "listener": "\(connection.listener.name)"])
         }
+    }
+
+    /// How one listener's connections start; a few flags, copied per connection at no cost.
+    struct ListenerMode {
+        /// It defers accepts until the first bytes arrive (TCP_DEFER_ACCEPT), so the initial read
+        /// need not wait.
+        let defersAccept: Bool
+        /// Its handler takes clients that send nothing within `initial-timeout`.
+        let answersSilentClients: Bool
     }
 
     /// Whether `listener` has TCP_DEFER_ACCEPT set (by preforkd, or by systemd's `DeferAcceptSec=`).

@@ -57,17 +57,26 @@ struct Worker<Handler: ConnectionHandler> {
             exitWorker(.bootFailure, "handler failed to start: \(error)")
         }
         let epoll = listeners.count > 1 ? makeEpoll(wakeFD: wakePipe[0]) : -1
+        var answersSilentClients: [Bool] = []
+        for listener in listeners { answersSilentClients.append(handler.answersSilentClients(on: listener)) }
         let loop = ServeLoop(
             listeners: listeners, epoll: epoll, context: context, slot: slot,
             connectionLimit: Self.connectionLimit(maxConnections),
             buffer: UnsafeMutableRawBufferPointer.allocate(byteCount: initialBytes, alignment: 16),
-            peer: PeerAddressBuffer.inSlot(slot.slot))
+            peer: PeerAddressBuffer.inSlot(slot.slot),
+            answersSilentClients: answersSilentClients)
         // The loop works on its own copy of the handler: a local the compiler sees whole, where a
         // stored property of this generic struct would be reached through its type's metadata.
         var handler = self.handler
         slot.enter(.accepting)
         reportBooted()
         let status = loop.run(&handler)
+        // An immediate stop abandons everything; any other end lets the handler wind down what
+        // outlives a connection, under the supervisor's graceful-timeout.
+        if StopRequest.current != .immediate {
+            slot.enter(.draining)
+            handler.finish(context)
+        }
         slot.enter(.exiting)
         _exit(status.rawValue)
     }
