@@ -107,7 +107,7 @@ public struct ForwardHandler: ConnectionHandler, BuiltInHandler {
     public mutating func finish(_ context: WorkerContext) {
         guard let relay, relay.activeCount > 0 else { return }
         context.logger.debug("Waiting for \(relay.activeCount) relayed connections to finish")
-        _ = relay.drain(until: nil) { StopRequest.current == .immediate }
+        _ = relay.drain(until: nil) { context.isStoppingImmediately }
     }
 
     // MARK: - probing
