@@ -57,6 +57,58 @@ import TestSupport
         #expect(statistics.resets == 0)
     }
 
+    @Test(arguments: [0, 1])
+    func spliceDirectionsThatFindNoPipeFreeCopyInstead(pipesInUse: Int) throws {
+        let listener = try LoopbackListener()
+        // With one pipe, the two directions of the pair take turns with it, copying when it is out.
+        let loop = try RelayLoop(idleTimeout: .seconds(60), method: .splice, routes: 0, pipesInUse: pipesInUse)
+        try loop.start()
+        defer { loop.stop() }
+        let pair = try listener.relayedConnection(through: loop)
+        defer { pair.closeTestEnds() }
+        try exchangeBothWays(pair.client, pair.upstream, count: 16 << 20)
+        try waitUntilIdle(loop)
+        #expect(loop.statistics.bytesClientToUpstream == 16 << 20)
+        #expect(loop.statistics.bytesUpstreamToClient == 16 << 20)
+    }
+
+    @Test func thePipePoolLendsUpToItsCapAndKeepsAFewSpares() throws {
+        let pool = RelayPipePool(pipeBytes: 65536, spareLimit: 1, inUseLimit: 2)
+        defer { pool.closeAll() }
+        let first = try #require(pool.take())
+        let second = try #require(pool.take())
+        #expect(pool.take() == nil)
+        pool.give(first)
+        pool.give(second)
+        // One spare kept open, the other closed.
+        let open = [first, second].filter { fcntl($0.readEnd, F_GETFD) >= 0 && fcntl($0.writeEnd, F_GETFD) >= 0 }
+        #expect(open.count == 1)
+        #expect(pool.inUse == 0)
+        let again = try #require(pool.take())
+        #expect(again.readEnd == open.first?.readEnd)
+        pool.discard(again)
+        #expect(fcntl(again.readEnd, F_GETFD) == -1)
+    }
+
+    @Test func pairsAreCountedPerRoute() throws {
+        let listener = try LoopbackListener()
+        let loop = try RelayLoop(idleTimeout: .seconds(60), method: .copy, routes: 2)
+        try loop.start()
+        defer { loop.stop() }
+        let first = try listener.relayedConnection(through: loop, route: 1)
+        let second = try listener.relayedConnection(through: loop, route: 1)
+        let unrouted = try listener.relayedConnection(through: loop, route: 7)
+        defer { [second, unrouted].forEach { $0.closeTestEnds() } }
+        #expect(loop.activeCount(route: 1) == 2)
+        #expect(loop.activeCount(route: 0) == 0)
+        #expect(loop.activeCount == 3)
+        first.closeTestEnds()
+        try waitUntil("the first pair finished") { loop.finishedCount(route: 1) == 1 }
+        #expect(loop.activeCount(route: 1) == 1)
+        #expect(loop.activeCount(route: 7) == 0)
+        #expect(loop.finishedCount(route: 7) == 0)
+    }
+
     // MARK: - ends
 
     @Test(arguments: RelayMethod.allCases)

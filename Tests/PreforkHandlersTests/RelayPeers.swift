@@ -257,7 +257,7 @@ func blockedSignals(ofThreadsNamed name: String) -> [UInt64] {
     return masks
 }
 
-private func readSmallFile(_ path: String) -> String? {
+func readSmallFile(_ path: String) -> String? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }

@@ -1,0 +1,148 @@
+import Glibc
+import Testing
+import TestSupport
+
+@testable import PreforkHandlers
+
+/// splice against copy for one relayed pair over loopback TCP, beside the same transfer with no
+/// relay at all: prints, asserts nothing. Opt-in (`PREFORKD_RELAY_BENCH=MiB`), best in release:
+/// `Benchmarks/scripts/relay-throughput.sh`.
+@Suite(.serialized, .enabled(if: relayBenchmarkMebibytes != nil))
+struct RelayThroughputTests {
+    static var mebibytes: Int? { relayBenchmarkMebibytes }
+
+    @Test func spliceAgainstCopyAgainstDirect() throws {
+        let bytes = (Self.mebibytes ?? 0) << 20
+        let rounds = 3
+        print("relay throughput: \(bytes >> 20) MiB one way per run, \(rounds) rounds, best of each")
+        var best: [String: Measurement] = [:]
+        for _ in 0..<rounds {
+            for method in ["direct"] + RelayMethod.allCases.map(\.rawValue) {
+                let measurement = try measure(method: RelayMethod(rawValue: method), bytes: bytes)
+                if best[method].map({ measurement.seconds < $0.seconds }) ?? true { best[method] = measurement }
+            }
+        }
+        let direct = best["direct"]!.seconds
+        for method in ["direct"] + RelayMethod.allCases.map(\.rawValue) {
+            let result = best[method]!
+            let rate = Double(bytes) / result.seconds / 1e9
+            let relayCPU = result.relayCPUSeconds.map { String(format: ", relay thread CPU %.2f s", $0) } ?? ""
+            print(
+                String(
+                    format: "relay throughput: %-6@ %.2f GB/s (%.2f× direct), process CPU %.2f s%@", method, rate,
+                    direct / result.seconds, result.processCPUSeconds, relayCPU))
+        }
+    }
+
+    struct Measurement {
+        var seconds: Double
+        var processCPUSeconds: Double
+        var relayCPUSeconds: Double?
+    }
+
+    /// Sends `bytes` from a client to an upstream, through a relay loop using `method` (nil: directly).
+    func measure(method: RelayMethod?, bytes: Int) throws -> Measurement {
+        let listener = try LoopbackListener()
+        let loop = try method.map { try RelayLoop(idleTimeout: .zero, method: $0) }
+        try loop?.start()
+        defer { loop?.stop() }
+        let sender: Int32
+        let receiver: Int32
+        if let loop {
+            let pair = try listener.relayedConnection(through: loop)
+            (sender, receiver) = (pair.client, pair.upstream)
+        } else {
+            (sender, receiver) = try listener.connectedPair()
+        }
+        defer {
+            close(sender)
+            close(receiver)
+        }
+        let relayTask = loop == nil ? nil : try relayThreadID()
+        let relayBefore = relayTask.map(threadCPUSeconds) ?? 0
+        let cpuBefore = processCPUSeconds()
+        let start = monotonicMicroseconds()
+        let reading = try startThread { discardToEnd(receiver) }
+        let chunk = [UInt8](repeating: 0x5A, count: 256 * 1024)
+        var sent = 0
+        while sent < bytes {
+            let n = chunk.withUnsafeBytes {
+                send(sender, $0.baseAddress, min($0.count, bytes - sent), Int32(MSG_NOSIGNAL))
+            }
+            guard n > 0 else { throw TestFailure("send: errno \(errno)") }
+            sent += n
+        }
+        shutdown(sender, Int32(SHUT_WR))
+        pthread_join(reading, nil)
+        let seconds = Double(monotonicMicroseconds() - start) / 1e6
+        return Measurement(
+            seconds: seconds, processCPUSeconds: processCPUSeconds() - cpuBefore,
+            relayCPUSeconds: relayTask.map { threadCPUSeconds($0) - relayBefore })
+    }
+
+    /// The relay thread's task id (only one loop runs at a time here).
+    func relayThreadID() throws -> String {
+        var found: String?
+        try waitUntil("the relay thread") {
+            found = taskIDs().first { readSmallFile("/proc/self/task/\($0)/comm") == "preforkd relay\n" }
+            return found != nil
+        }
+        return found!
+    }
+
+    func threadCPUSeconds(_ task: String) -> Double {
+        // schedstat: nanoseconds on the CPU, then waiting, then time slices.
+        guard let text = readSmallFile("/proc/self/task/\(task)/schedstat"),
+            let running = text.split(separator: " ").first.flatMap({ Double($0) })
+        else { return 0 }
+        return running / 1e9
+    }
+
+    func processCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+            + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+    }
+
+    func taskIDs() -> [String] {
+        guard let tasks = opendir("/proc/self/task") else { return [] }
+        defer { closedir(tasks) }
+        var ids: [String] = []
+        while let entry = readdir(tasks) {
+            let id = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if id.first?.isNumber == true { ids.append(id) }
+        }
+        return ids
+    }
+}
+
+/// Reads and drops everything until end of file or an error.
+func discardToEnd(_ fd: Int32) {
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 4096)
+    defer { buffer.deallocate() }
+    while read(fd, buffer.baseAddress, buffer.count) > 0 {}
+}
+
+/// The benchmark's size, from `PREFORKD_RELAY_BENCH`; nil when unset (the benchmark is skipped).
+let relayBenchmarkMebibytes: Int? = getenv("PREFORKD_RELAY_BENCH").flatMap { Int(String(cString: $0)) }
+
+/// Runs `body` on a new thread; join it with `pthread_join`.
+func startThread(_ body: @escaping @Sendable () -> Void) throws -> pthread_t {
+    final class Box: Sendable {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+    var thread = pthread_t()
+    let box = Unmanaged.passRetained(Box(body)).toOpaque()
+    let status = pthread_create(
+        &thread, nil,
+        { raw in
+            Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().body()
+            return nil
+        }, box)
+    guard status == 0 else { throw TestFailure("pthread_create: \(status)") }
+    return thread
+}
