@@ -10,4 +10,4 @@ cd "$(dirname "$0")/../.."
 MIB=${1:-1024}
 swift build -c release --build-tests -Xswiftc -enable-testing
 PREFORKD_RELAY_BENCH=$MIB swift test -c release --skip-build -Xswiftc -enable-testing \
-    --filter RelayThroughputTests 2>&1 | grep 'relay throughput'
+    --filter RelayThroughputTests 2>&1 | grep -E 'relay (throughput|memory)'

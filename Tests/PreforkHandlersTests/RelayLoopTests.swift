@@ -57,6 +57,24 @@ import TestSupport
         #expect(statistics.resets == 0)
     }
 
+    @Test(arguments: RelayMethod.allCases)
+    func fiftyBusyPairsAtOnceAllArriveUnchanged(method: RelayMethod) throws {
+        let listener = try LoopbackListener()
+        let count = 2 << 20
+        // 100 directions busy at once: more than the pipes a loop lends, so splice copies for some.
+        let statistics = try withLoop(method) { loop in
+            let pairs = try (0..<50).map { _ in try listener.relayedConnection(through: loop) }
+            defer { pairs.forEach { $0.closeTestEnds() } }
+            try exchangeBothWays(pairs.map { ($0.client, $0.upstream) }, count: count)
+            try waitUntilIdle(loop)
+            return loop.statistics
+        }
+        #expect(statistics.bytesClientToUpstream == 50 * count)
+        #expect(statistics.bytesUpstreamToClient == 50 * count)
+        #expect(statistics.finished == 50)
+        #expect(statistics.resets == 0)
+    }
+
     @Test(arguments: [0, 1])
     func spliceDirectionsThatFindNoPipeFreeCopyInstead(pipesInUse: Int) throws {
         let listener = try LoopbackListener()

@@ -34,6 +34,33 @@ struct RelayThroughputTests {
         }
     }
 
+    @Test func residentMemoryOfTwoThousandIdlePairs() throws {
+        let listener = try LoopbackListener()
+        let loop = try RelayLoop(idleTimeout: .zero, method: .splice)
+        try loop.start()
+        defer { loop.stop() }
+        // Warm up: the loop's tables and the pool reach their working size with a first batch.
+        var pairs = try (0..<100).map { _ in try listener.relayedConnection(through: loop) }
+        defer { pairs.forEach { $0.closeTestEnds() } }
+        let before = residentKiB()
+        for _ in 0..<2000 {
+            let pair = try listener.relayedConnection(through: loop)
+            try sendAll(pair.client, "?")
+            _ = try readText(pair.upstream, count: 1)
+            pairs.append(pair)
+        }
+        let after = residentKiB()
+        print("relay memory: 2000 idle pairs (each poked once) add \(after - before) KiB resident to the process")
+    }
+
+    /// VmRSS of this process, in KiB.
+    func residentKiB() -> Int {
+        guard let status = readSmallFile("/proc/self/status"),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") })
+        else { return 0 }
+        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+    }
+
     struct Measurement {
         var seconds: Double
         var processCPUSeconds: Double
