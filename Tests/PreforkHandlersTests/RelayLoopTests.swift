@@ -130,6 +130,46 @@ import TestSupport
     // MARK: - ends
 
     @Test(arguments: RelayMethod.allCases)
+    func bytesAndAnEndSentBeforeAdoptionAreRelayed(method: RelayMethod) throws {
+        let listener = try LoopbackListener()
+        try withLoop(method) { loop in
+            let (client, relayClient) = try listener.connectedPair()
+            let (relayUpstream, upstream) = try listener.connectedPair()
+            defer {
+                close(client)
+                close(upstream)
+            }
+            for fd in [client, upstream] { setTimeouts(fd, seconds: 10) }
+            // Everything is queued before the loop sees the sockets: epoll reports it on registration.
+            try sendAll(client, "early request")
+            shutdown(client, Int32(SHUT_WR))
+            try sendAll(upstream, "early banner")
+            try loop.adopt(client: relayClient, upstream: relayUpstream, route: 0)
+            let request = readToEnd(upstream)
+            #expect(String(decoding: request.bytes, as: UTF8.self) == "early request")
+            #expect(request.end == .endOfFile)
+            #expect(try readText(client, count: 12) == "early banner")
+            shutdown(upstream, Int32(SHUT_WR))
+            #expect(readToEnd(client).end == .endOfFile)
+            try waitUntilIdle(loop)
+        }
+    }
+
+    @Test func oneSocketAsBothSidesIsRefused() throws {
+        try withLoop(.copy) { loop in
+            let listener = try LoopbackListener()
+            let (a, b) = try listener.connectedPair()
+            defer {
+                close(a)
+                close(b)
+            }
+            #expect(throws: SystemCallError.self) { try loop.adopt(client: a, upstream: a, route: 0) }
+            #expect(loop.activeCount == 0)
+            #expect(fcntl(a, F_GETFD) >= 0)
+        }
+    }
+
+    @Test(arguments: RelayMethod.allCases)
     func aClientHalfCloseReachesTheUpstreamAndTheWholeReplyStillComesBack(method: RelayMethod) throws {
         let listener = try LoopbackListener()
         try withLoop(method) { loop in

@@ -145,10 +145,15 @@ package final class RelayLoop: @unchecked Sendable {
     /// `route` is the caller's index for the pair (its counters). Callable from any thread while
     /// the loop runs. Costs two `ioctl`s and one `write` to the loop's channel; allocates nothing.
     ///
-    /// Throws — and the sockets stay the caller's to close — when the loop is not running or
-    /// thousands of handed-over pairs are still waiting for the loop's thread (`EAGAIN`).
+    /// Throws — and the sockets stay the caller's to close — when the loop is not running, the
+    /// two are one socket (`EINVAL`), or thousands of handed-over pairs are still waiting for the
+    /// loop's thread (`EAGAIN`).
     package func adopt(client: Int32, upstream: Int32, route: Int) throws(SystemCallError) {
         guard channel.writeEnd >= 0 else { throw SystemCallError("relay adopt", errno: .badFileDescriptor) }
+        // One socket as both sides would be registered twice and closed twice.
+        guard client != upstream, client >= 0, upstream >= 0 else {
+            throw SystemCallError("relay adopt", "fd \(client) and fd \(upstream)", errno: .invalidArgument)
+        }
         try nothingOrErrno { pf_set_nonblocking(client) }.get("ioctl FIONBIO", "fd \(client)")
         try nothingOrErrno { pf_set_nonblocking(upstream) }.get("ioctl FIONBIO", "fd \(upstream)")
         counters.adopt(route: route)
