@@ -236,6 +236,35 @@ import TestSupport
     }
 
     @Test(arguments: RelayMethod.allCases)
+    func aResetAfterAHalfCloseReachesAQuietUpstream(method: RelayMethod) throws {
+        let listener = try LoopbackListener()
+        try withLoop(method) { loop in
+            let pair = try listener.relayedConnection(through: loop)
+            defer { close(pair.upstream) }
+            try sendAll(pair.client, "request")
+            shutdown(pair.client, Int32(SHUT_WR))
+            let request = readToEnd(pair.upstream)
+            #expect(request.end == .endOfFile)
+            // The client gives up while the upstream is still thinking: nothing more moves either
+            // way, so only the error itself can tell the upstream.
+            var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+            setsockopt(pair.client, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+            close(pair.client)
+            // A read would still say end of file (the FIN came first); poll reports the reset.
+            var probe = pollfd(fd: pair.upstream, events: 0, revents: 0)
+            #expect(poll(&probe, 1, 10_000) == 1)
+            #expect(Int32(probe.revents) & Int32(POLLERR) != 0)
+            var error: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(pair.upstream, SOL_SOCKET, SO_ERROR, &error, &length)
+            // Linux reports an RST received in CLOSE_WAIT as EPIPE, elsewhere as ECONNRESET.
+            #expect(error == EPIPE || error == ECONNRESET)
+            try waitUntilIdle(loop)
+            #expect(loop.statistics.resets == 1)
+        }
+    }
+
+    @Test(arguments: RelayMethod.allCases)
     func writingToAClosedUpstreamResetsTheClient(method: RelayMethod) throws {
         let listener = try LoopbackListener()
         try withLoop(method) { loop in

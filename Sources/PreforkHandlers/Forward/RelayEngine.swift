@@ -117,10 +117,17 @@ final class RelayEngine {
         }
         let slot = Int((tag >> 1) & 0x7FFF_FFFF)
         guard slot < slots.count, let pair = slots[slot], pair.generation == UInt32(tag >> 32) else { return }
-        // An error or hang-up makes both calls worth trying: they return the error (or 0) that
-        // says what happened, and the pair ends the way it should.
-        let readable = events & (PF_EPOLL_IN | PF_EPOLL_RDHUP | PF_EPOLL_HUP | PF_EPOLL_ERR) != 0
-        let writable = events & (PF_EPOLL_OUT | PF_EPOLL_HUP | PF_EPOLL_ERR) != 0
+        // A socket error (a reset, a timeout) is fatal to a TCP connection, and is passed on at
+        // once: waiting for a read or write to report it could wait for ever when the failed
+        // socket's direction has already ended and the other one is quiet.
+        if events & PF_EPOLL_ERR != 0 {
+            finish(pair, .reset)
+            return
+        }
+        // A hang-up makes both calls worth trying: they return the end (or the error) that says
+        // what happened, and the pair ends the way it should.
+        let readable = events & (PF_EPOLL_IN | PF_EPOLL_RDHUP | PF_EPOLL_HUP) != 0
+        let writable = events & (PF_EPOLL_OUT | PF_EPOLL_HUP) != 0
         if tag & 1 == 0 {
             if readable { pair.toUpstream.sourceReadable = true }
             if writable { pair.toClient.destinationWritable = true }

@@ -292,7 +292,8 @@ final class RelayCounters: @unchecked Sendable {
 /// The pipe from the threads that adopt pairs to the loop's thread. Each message is far smaller
 /// than `PIPE_BUF`, so a write is atomic: several threads may adopt at once without a lock.
 struct RelayChannel {
-    /// One handed-over pair, or the request to stop (`client` -1).
+    /// One handed-over pair, or the request to stop (`client` -1). 16 bytes, with no padding
+    /// (size and stride agree), so an array of messages is exactly the bytes the pipe carries.
     struct Message {
         var client: Int32
         var upstream: Int32
