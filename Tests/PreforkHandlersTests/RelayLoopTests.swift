@@ -479,6 +479,22 @@ import TestSupport
         #expect(loop.drain(until: .now) { false })
     }
 
+    @Test func droppingTheLoopStopsItsThreadAndClosesItsPairs() throws {
+        let listener = try LoopbackListener()
+        var pairs: [RelayedConnection] = []
+        defer { pairs.forEach { $0.closeTestEnds() } }
+        do {
+            let loop = try RelayLoop(idleTimeout: .zero, method: .copy)
+            try loop.start()
+            pairs = try (0..<3).map { _ in try listener.relayedConnection(through: loop) }
+        }
+        for pair in pairs {
+            #expect(readToEnd(pair.client).end == .endOfFile)
+            #expect(readToEnd(pair.upstream).end == .endOfFile)
+        }
+        #expect(blockedSignals(ofThreadsNamed: "preforkd relay").isEmpty)
+    }
+
     @Test func stopClosesThePairsStillRelaying() throws {
         let listener = try LoopbackListener()
         let loop = try RelayLoop(idleTimeout: .zero, method: .splice)
