@@ -57,7 +57,117 @@ import TestSupport
         #expect(statistics.resets == 0)
     }
 
+    @Test(arguments: RelayMethod.allCases)
+    func fiftyBusyPairsAtOnceAllArriveUnchanged(method: RelayMethod) throws {
+        let listener = try LoopbackListener()
+        let count = 2 << 20
+        // 100 directions busy at once: more than the pipes a loop lends, so splice copies for some.
+        let statistics = try withLoop(method) { loop in
+            let pairs = try (0..<50).map { _ in try listener.relayedConnection(through: loop) }
+            defer { pairs.forEach { $0.closeTestEnds() } }
+            try exchangeBothWays(pairs.map { ($0.client, $0.upstream) }, count: count)
+            try waitUntilIdle(loop)
+            return loop.statistics
+        }
+        #expect(statistics.bytesClientToUpstream == 50 * count)
+        #expect(statistics.bytesUpstreamToClient == 50 * count)
+        #expect(statistics.finished == 50)
+        #expect(statistics.resets == 0)
+    }
+
+    @Test(arguments: [0, 1])
+    func spliceDirectionsThatFindNoPipeFreeCopyInstead(pipesInUse: Int) throws {
+        let listener = try LoopbackListener()
+        // With one pipe, the two directions of the pair take turns with it, copying when it is out.
+        let loop = try RelayLoop(idleTimeout: .seconds(60), method: .splice, routes: 0, pipesInUse: pipesInUse)
+        try loop.start()
+        defer { loop.stop() }
+        let pair = try listener.relayedConnection(through: loop)
+        defer { pair.closeTestEnds() }
+        try exchangeBothWays(pair.client, pair.upstream, count: 16 << 20)
+        try waitUntilIdle(loop)
+        #expect(loop.statistics.bytesClientToUpstream == 16 << 20)
+        #expect(loop.statistics.bytesUpstreamToClient == 16 << 20)
+    }
+
+    @Test func thePipePoolLendsUpToItsCapAndKeepsAFewSpares() throws {
+        let pool = RelayPipePool(pipeBytes: 65536, spareLimit: 1, inUseLimit: 2)
+        defer { pool.closeAll() }
+        let first = try #require(pool.take())
+        let second = try #require(pool.take())
+        #expect(pool.take() == nil)
+        pool.give(first)
+        pool.give(second)
+        // One spare kept open, the other closed.
+        let open = [first, second].filter { fcntl($0.readEnd, F_GETFD) >= 0 && fcntl($0.writeEnd, F_GETFD) >= 0 }
+        #expect(open.count == 1)
+        #expect(pool.inUse == 0)
+        let again = try #require(pool.take())
+        #expect(again.readEnd == open.first?.readEnd)
+        pool.discard(again)
+        #expect(fcntl(again.readEnd, F_GETFD) == -1)
+    }
+
+    @Test func pairsAreCountedPerRoute() throws {
+        let listener = try LoopbackListener()
+        let loop = try RelayLoop(idleTimeout: .seconds(60), method: .copy, routes: 2)
+        try loop.start()
+        defer { loop.stop() }
+        let first = try listener.relayedConnection(through: loop, route: 1)
+        let second = try listener.relayedConnection(through: loop, route: 1)
+        let unrouted = try listener.relayedConnection(through: loop, route: 7)
+        defer { [second, unrouted].forEach { $0.closeTestEnds() } }
+        #expect(loop.activeCount(route: 1) == 2)
+        #expect(loop.activeCount(route: 0) == 0)
+        #expect(loop.activeCount == 3)
+        first.closeTestEnds()
+        try waitUntil("the first pair finished") { loop.finishedCount(route: 1) == 1 }
+        #expect(loop.activeCount(route: 1) == 1)
+        #expect(loop.activeCount(route: 7) == 0)
+        #expect(loop.finishedCount(route: 7) == 0)
+    }
+
     // MARK: - ends
+
+    @Test(arguments: RelayMethod.allCases)
+    func bytesAndAnEndSentBeforeAdoptionAreRelayed(method: RelayMethod) throws {
+        let listener = try LoopbackListener()
+        try withLoop(method) { loop in
+            let (client, relayClient) = try listener.connectedPair()
+            let (relayUpstream, upstream) = try listener.connectedPair()
+            defer {
+                close(client)
+                close(upstream)
+            }
+            for fd in [client, upstream] { setTimeouts(fd, seconds: 10) }
+            // Everything is queued before the loop sees the sockets: epoll reports it on registration.
+            try sendAll(client, "early request")
+            shutdown(client, Int32(SHUT_WR))
+            try sendAll(upstream, "early banner")
+            try loop.adopt(client: relayClient, upstream: relayUpstream, route: 0)
+            let request = readToEnd(upstream)
+            #expect(String(decoding: request.bytes, as: UTF8.self) == "early request")
+            #expect(request.end == .endOfFile)
+            #expect(try readText(client, count: 12) == "early banner")
+            shutdown(upstream, Int32(SHUT_WR))
+            #expect(readToEnd(client).end == .endOfFile)
+            try waitUntilIdle(loop)
+        }
+    }
+
+    @Test func oneSocketAsBothSidesIsRefused() throws {
+        try withLoop(.copy) { loop in
+            let listener = try LoopbackListener()
+            let (a, b) = try listener.connectedPair()
+            defer {
+                close(a)
+                close(b)
+            }
+            #expect(throws: SystemCallError.self) { try loop.adopt(client: a, upstream: a, route: 0) }
+            #expect(loop.activeCount == 0)
+            #expect(fcntl(a, F_GETFD) >= 0)
+        }
+    }
 
     @Test(arguments: RelayMethod.allCases)
     func aClientHalfCloseReachesTheUpstreamAndTheWholeReplyStillComesBack(method: RelayMethod) throws {
@@ -122,6 +232,35 @@ import TestSupport
             try waitUntilIdle(loop)
             #expect(loop.statistics.resets == 1)
             #expect(loop.statistics.finished == 1)
+        }
+    }
+
+    @Test(arguments: RelayMethod.allCases)
+    func aResetAfterAHalfCloseReachesAQuietUpstream(method: RelayMethod) throws {
+        let listener = try LoopbackListener()
+        try withLoop(method) { loop in
+            let pair = try listener.relayedConnection(through: loop)
+            defer { close(pair.upstream) }
+            try sendAll(pair.client, "request")
+            shutdown(pair.client, Int32(SHUT_WR))
+            let request = readToEnd(pair.upstream)
+            #expect(request.end == .endOfFile)
+            // The client gives up while the upstream is still thinking: nothing more moves either
+            // way, so only the error itself can tell the upstream.
+            var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+            setsockopt(pair.client, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+            close(pair.client)
+            // A read would still say end of file (the FIN came first); poll reports the reset.
+            var probe = pollfd(fd: pair.upstream, events: 0, revents: 0)
+            #expect(poll(&probe, 1, 10_000) == 1)
+            #expect(Int32(probe.revents) & Int32(POLLERR) != 0)
+            var error: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(pair.upstream, SOL_SOCKET, SO_ERROR, &error, &length)
+            // Linux reports an RST received in CLOSE_WAIT as EPIPE, elsewhere as ECONNRESET.
+            #expect(error == EPIPE || error == ECONNRESET)
+            try waitUntilIdle(loop)
+            #expect(loop.statistics.resets == 1)
         }
     }
 
@@ -338,6 +477,22 @@ import TestSupport
         #expect(throws: SystemCallError.self) { try loop.adopt(client: a, upstream: b, route: 0) }
         #expect(loop.activeCount == 0)
         #expect(loop.drain(until: .now) { false })
+    }
+
+    @Test func droppingTheLoopStopsItsThreadAndClosesItsPairs() throws {
+        let listener = try LoopbackListener()
+        var pairs: [RelayedConnection] = []
+        defer { pairs.forEach { $0.closeTestEnds() } }
+        do {
+            let loop = try RelayLoop(idleTimeout: .zero, method: .copy)
+            try loop.start()
+            pairs = try (0..<3).map { _ in try listener.relayedConnection(through: loop) }
+        }
+        for pair in pairs {
+            #expect(readToEnd(pair.client).end == .endOfFile)
+            #expect(readToEnd(pair.upstream).end == .endOfFile)
+        }
+        #expect(blockedSignals(ofThreadsNamed: "preforkd relay").isEmpty)
     }
 
     @Test func stopClosesThePairsStillRelaying() throws {

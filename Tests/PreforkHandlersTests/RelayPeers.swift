@@ -202,28 +202,35 @@ struct PatternStream {
 /// write side when done, and checks every byte that arrives and the end of file after it.
 /// Both fds are made non-blocking; the whole exchange has `seconds` to finish.
 func exchangeBothWays(_ a: Int32, _ b: Int32, count: Int, seconds: Double = 60) throws {
-    for fd in [a, b] { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
-    var outgoing = [PatternStream(seed: 0, total: count), PatternStream(seed: 12345, total: count)]
-    var incoming = [PatternStream(seed: 12345, total: count), PatternStream(seed: 0, total: count)]
-    var sentAll = [false, false]
-    var ended = [false, false]
-    let ends = [a, b]
+    try exchangeBothWays([(a, b)], count: count, seconds: seconds)
+}
+
+/// ``exchangeBothWays(_:_:count:seconds:)`` over several connections at once, from one thread.
+func exchangeBothWays(_ connections: [(Int32, Int32)], count: Int, seconds: Double = 60) throws {
+    // Ends in pairs: end 2k and end 2k+1 are the two sides of connection k.
+    let ends = connections.flatMap { [$0.0, $0.1] }
+    for fd in ends { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+    // Each connection's two streams differ (seed), so a crossed or looped-back byte shows.
+    var outgoing = ends.indices.map { PatternStream(seed: $0 * 7919, total: count) }
+    var incoming = ends.indices.map { PatternStream(seed: ($0 ^ 1) * 7919, total: count) }
+    var sentAll = [Bool](repeating: false, count: ends.count)
+    var ended = [Bool](repeating: false, count: ends.count)
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
     defer { buffer.deallocate() }
     let deadline = Deadline(seconds: seconds)
-    while !(ended[0] && ended[1]) {
+    while ended.contains(false) {
         guard !deadline.hasPassed else {
-            throw Timeout(what: "the exchange (\(incoming[0].offset), \(incoming[1].offset))")
+            throw Timeout(what: "the exchange (\(incoming.map(\.offset).reduce(0, +)) bytes received)")
         }
         var polls = ends.indices.map { index in
             pollfd(
                 fd: ends[index], events: Int16(ended[index] ? 0 : POLLIN) | Int16(sentAll[index] ? 0 : POLLOUT),
                 revents: 0)
         }
-        guard poll(&polls, 2, deadline.remainingMilliseconds) >= 0 || errno == EINTR else {
+        guard poll(&polls, nfds_t(polls.count), deadline.remainingMilliseconds) >= 0 || errno == EINTR else {
             throw TestFailure("poll: errno \(errno)")
         }
-        for index in ends.indices {
+        for index in ends.indices where polls[index].revents != 0 {
             if !sentAll[index], try outgoing[index].send(to: ends[index]) {
                 sentAll[index] = true
                 shutdown(ends[index], Int32(SHUT_WR))
@@ -257,7 +264,7 @@ func blockedSignals(ofThreadsNamed name: String) -> [UInt64] {
     return masks
 }
 
-private func readSmallFile(_ path: String) -> String? {
+func readSmallFile(_ path: String) -> String? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }

@@ -36,8 +36,12 @@ package struct RelayStatistics: Sendable, Equatable {
 /// from any thread.
 ///
 /// Create it anywhere (before fork too: it holds no kernel object until ``start()``), start it in
-/// the worker, and ``stop()`` it when it must end before the process does (tests; a worker simply
-/// exits).
+/// the worker, and ``stop()`` it — or let the last reference go — when it must end before the
+/// process does (tests; a worker simply exits, and the kernel closes what it still relays).
+///
+/// Of the two methods, ``RelayMethod/splice`` relayed a single loopback stream a little faster
+/// than ``RelayMethod/copy`` and with about 30 % less of the loop thread's CPU
+/// (`Benchmarks/scripts/relay-throughput.sh`).
 package final class RelayLoop: @unchecked Sendable {
     // @unchecked: `channel`, `drained` and `thread` are written only by `start()` and `stop()`,
     // which the owner calls before and after any other use; everything else is immutable or atomic.
@@ -46,7 +50,8 @@ package final class RelayLoop: @unchecked Sendable {
     package let idleTimeout: Duration
     /// How bytes move.
     package let method: RelayMethod
-    private let counters = RelayCounters()
+    private let counters: RelayCounters
+    private let pipesInUse: Int
     /// The per-loop copy buffer, allocated here so that running out of memory is an error at start-up.
     private let buffer: UnsafeMutableRawBufferPointer
     /// The pipe that carries adopted pairs (and the stop request) to the loop's thread.
@@ -58,12 +63,22 @@ package final class RelayLoop: @unchecked Sendable {
     /// The copy method's buffer: one read's worth of bytes, shared by every pair of the loop.
     package static let copyBufferBytes = 64 * 1024
 
-    /// A loop relaying with `method`, closing pairs idle for `idleTimeout` (.zero: never).
+    /// A loop relaying with `method`, closing pairs idle for `idleTimeout` (.zero: never), and
+    /// counting pairs per route for routes `0..<routes` (``activeCount(route:)``).
     ///
     /// Throws when the copy buffer cannot be allocated.
-    package init(idleTimeout: Duration, method: RelayMethod) throws(SystemCallError) {
+    package convenience init(idleTimeout: Duration, method: RelayMethod, routes: Int = 0) throws(SystemCallError) {
+        try self.init(
+            idleTimeout: idleTimeout, method: method, routes: routes, pipesInUse: RelayEngine.defaultPipesInUse)
+    }
+
+    /// The same, with at most `pipesInUse` pipes taken from the loop's pool at once (splice):
+    /// directions that find none free copy instead.
+    init(idleTimeout: Duration, method: RelayMethod, routes: Int, pipesInUse: Int) throws(SystemCallError) {
         self.idleTimeout = max(idleTimeout, .zero)
         self.method = method
+        self.pipesInUse = pipesInUse
+        counters = RelayCounters(routes: routes)
         // Untouched pages are not resident: a loop made before fork costs nothing until it copies.
         guard let memory = malloc(Self.copyBufferBytes) else {
             throw SystemCallError("malloc", "relay buffer", errno: .noMemory)
@@ -72,6 +87,8 @@ package final class RelayLoop: @unchecked Sendable {
     }
 
     deinit {
+        // The thread uses the buffer: it ends first.
+        stop()
         free(buffer.baseAddress)
     }
 
@@ -82,7 +99,7 @@ package final class RelayLoop: @unchecked Sendable {
     package func start() throws(SystemCallError) {
         precondition(thread == nil, "RelayLoop.start() called twice")
         let engine = try RelayEngine(
-            idleTimeout: idleTimeout, method: method, buffer: buffer, counters: counters)
+            idleTimeout: idleTimeout, method: method, pipesInUse: pipesInUse, buffer: buffer, counters: counters)
         var pipeEnds: [Int32] = [-1, -1]
         do throws(SystemCallError) {
             try nothingOrErrno { pf_pipe2(&pipeEnds, O_CLOEXEC | O_NONBLOCK) }.get("pipe2", "relay channel")
@@ -101,7 +118,9 @@ package final class RelayLoop: @unchecked Sendable {
     }
 
     /// Creates the thread with every signal blocked in it: a new thread inherits its creator's
-    /// mask, so the creator blocks everything for the moment of `pthread_create`.
+    /// mask, so the creator blocks everything for the moment of `pthread_create`. Blocked, a
+    /// SIGPIPE that `splice` raises on a reset socket (it has no `MSG_NOSIGNAL`) stays pending on
+    /// this thread and harms nothing, whatever the process's disposition for it.
     private func startThread(_ engine: RelayEngine) throws(SystemCallError) {
         var blockAll = sigset_t()
         var previous = sigset_t()
@@ -132,23 +151,34 @@ package final class RelayLoop: @unchecked Sendable {
     /// `route` is the caller's index for the pair (its counters). Callable from any thread while
     /// the loop runs. Costs two `ioctl`s and one `write` to the loop's channel; allocates nothing.
     ///
-    /// Throws — and the sockets stay the caller's to close — when the loop is not running or
-    /// thousands of handed-over pairs are still waiting for the loop's thread (`EAGAIN`).
+    /// Throws — and the sockets stay the caller's to close — when the loop is not running, the
+    /// two are one socket (`EINVAL`), or thousands of handed-over pairs are still waiting for the
+    /// loop's thread (`EAGAIN`).
     package func adopt(client: Int32, upstream: Int32, route: Int) throws(SystemCallError) {
         guard channel.writeEnd >= 0 else { throw SystemCallError("relay adopt", errno: .badFileDescriptor) }
+        // One socket as both sides would be registered twice and closed twice.
+        guard client != upstream, client >= 0, upstream >= 0 else {
+            throw SystemCallError("relay adopt", "fd \(client) and fd \(upstream)", errno: .invalidArgument)
+        }
         try nothingOrErrno { pf_set_nonblocking(client) }.get("ioctl FIONBIO", "fd \(client)")
         try nothingOrErrno { pf_set_nonblocking(upstream) }.get("ioctl FIONBIO", "fd \(upstream)")
-        counters.active.add(1, ordering: .relaxed)
+        counters.adopt(route: route)
         do throws(SystemCallError) {
             try channel.send(RelayChannel.Message(client: client, upstream: upstream, route: route))
         } catch {
-            counters.active.subtract(1, ordering: .relaxed)
+            counters.unadopt(route: route)
             throw error
         }
     }
 
     /// Pairs handed over and not finished yet.
     package var activeCount: Int { counters.active.load(ordering: .relaxed) }
+
+    /// Pairs of `route` handed over and not finished yet (0 for a route outside `0..<routes`).
+    package func activeCount(route: Int) -> Int { counters.routeActive(route) }
+
+    /// Pairs of `route` finished since start (0 for a route outside `0..<routes`).
+    package func finishedCount(route: Int) -> Int { counters.routeFinished(route) }
 
     /// Totals since start.
     package var statistics: RelayStatistics { counters.snapshot() }
@@ -203,13 +233,57 @@ package final class RelayLoop: @unchecked Sendable {
 }
 
 /// The loop's counters: written by its thread (and `adopt`), read from anywhere.
-final class RelayCounters: Sendable {
+final class RelayCounters: @unchecked Sendable {
+    // @unchecked: `routeCounts` is allocated once and only reached through atomics.
     let active = Atomic<Int>(0)
     let finished = Atomic<Int>(0)
     let bytesClientToUpstream = Atomic<Int>(0)
     let bytesUpstreamToClient = Atomic<Int>(0)
     let idleTimeouts = Atomic<Int>(0)
     let resets = Atomic<Int>(0)
+    /// Per route: pairs active at `2 × route`, finished at `2 × route + 1`.
+    private let routeCounts: UnsafeMutablePointer<Atomic<Int>>
+    private let routes: Int
+
+    init(routes: Int) {
+        self.routes = max(routes, 0)
+        routeCounts = .allocate(capacity: 2 * self.routes)
+        for index in 0..<2 * self.routes { (routeCounts + index).initialize(to: Atomic(0)) }
+    }
+
+    deinit {
+        routeCounts.deinitialize(count: 2 * routes)
+        routeCounts.deallocate()
+    }
+
+    func adopt(route: Int) {
+        active.add(1, ordering: .relaxed)
+        if route >= 0, route < routes { routeCounts[2 * route].add(1, ordering: .relaxed) }
+    }
+
+    /// Takes back an adoption that did not reach the loop.
+    func unadopt(route: Int) {
+        active.subtract(1, ordering: .relaxed)
+        if route >= 0, route < routes { routeCounts[2 * route].subtract(1, ordering: .relaxed) }
+    }
+
+    /// Counts a pair finished; returns how many are still active.
+    func finish(route: Int) -> Int {
+        finished.add(1, ordering: .relaxed)
+        if route >= 0, route < routes {
+            routeCounts[2 * route].subtract(1, ordering: .relaxed)
+            routeCounts[2 * route + 1].add(1, ordering: .relaxed)
+        }
+        return active.subtract(1, ordering: .relaxed).newValue
+    }
+
+    func routeActive(_ route: Int) -> Int {
+        route >= 0 && route < routes ? routeCounts[2 * route].load(ordering: .relaxed) : 0
+    }
+
+    func routeFinished(_ route: Int) -> Int {
+        route >= 0 && route < routes ? routeCounts[2 * route + 1].load(ordering: .relaxed) : 0
+    }
 
     func snapshot() -> RelayStatistics {
         RelayStatistics(
@@ -224,7 +298,8 @@ final class RelayCounters: Sendable {
 /// The pipe from the threads that adopt pairs to the loop's thread. Each message is far smaller
 /// than `PIPE_BUF`, so a write is atomic: several threads may adopt at once without a lock.
 struct RelayChannel {
-    /// One handed-over pair, or the request to stop (`client` -1).
+    /// One handed-over pair, or the request to stop (`client` -1). 16 bytes, with no padding
+    /// (size and stride agree), so an array of messages is exactly the bytes the pipe carries.
     struct Message {
         var client: Int32
         var upstream: Int32

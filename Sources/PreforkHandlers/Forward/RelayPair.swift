@@ -35,7 +35,7 @@ struct RelayDirection {
     /// the pending buffer to the allocator.
     mutating func release(to pool: RelayPipePool) {
         if let pipe {
-            if pipeBytes == 0 { pool.give(pipe) } else { RelayPipePool.discard(pipe) }
+            if pipeBytes == 0 { pool.give(pipe) } else { pool.discard(pipe) }
             self.pipe = nil
             pipeBytes = 0
         }
