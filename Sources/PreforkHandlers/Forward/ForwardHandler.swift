@@ -54,7 +54,8 @@ public struct ForwardHandler: ConnectionHandler, BuiltInHandler {
         }
         buffer = UnsafeMutableRawBufferPointer(start: memory, count: configuration.probeBytes)
         upstreams = configuration.routes.map { $0.upstreams.map(Upstream.init) }
-        let relay = try RelayLoop(idleTimeout: configuration.idleTimeout, method: configuration.relay)
+        let relay = try RelayLoop(
+            idleTimeout: configuration.idleTimeout, method: configuration.relay, routes: configuration.routes.count)
         try relay.start()
         self.relay = relay
         clientEvents = ClientEventLimiter()
