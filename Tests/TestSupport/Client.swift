@@ -45,7 +45,11 @@ public struct Client: Sendable {
     }
 
     public func send(_ text: String) throws {
-        let bytes = Array(text.utf8)
+        try send(bytes: Array(text.utf8))
+    }
+
+    /// Sends `bytes` whole (one write when the socket buffer has room: one TCP segment on loopback).
+    public func send(bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
             let n = bytes.withUnsafeBytes {
