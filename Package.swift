@@ -114,7 +114,8 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "PreforkTests", dependencies: ["Prefork", "TestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "PreforkTests", dependencies: ["Prefork", "ForwardProtocols", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "PreforkHandlersTests",
             dependencies: ["PreforkHandlers", "Prefork", "TestSupport"],

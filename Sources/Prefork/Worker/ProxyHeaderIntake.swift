@@ -1,3 +1,4 @@
+internal import CPreforkShims
 import ForwardProtocols
 import Glibc
 import SystemPackage
@@ -46,14 +47,16 @@ struct ProxyHeaderIntake {
     }
 
     /// Checks the peer in `peer`, reads and strips the header, puts its source in `peer` and its
-    /// destination in `state`, then reads the client's first bytes into `buffer`. Returns their
+    /// destination in ``ConnectionState`` (for connections on `listener`, the listening socket), then reads the client's first bytes into `buffer`. Returns their
     /// count: at least 1, or 0 for a silent client when `answersSilentClients`.
     func read(
-        from fd: Int32, policy: ProxyProtocolPolicy, peer: PeerAddressBuffer,
-        state: UnsafeMutablePointer<ConnectionState>,
-        into buffer: UnsafeMutableRawBufferPointer, answersSilentClients: Bool
+        from fd: Int32, policy: ProxyProtocolPolicy, listener: Int32, peer: PeerAddressBuffer,
+        into buffer: UnsafeMutableRawBufferPointer,
+        answersSilentClients: Bool
     ) throws(ProxyIntakeError) -> Int {
-        state.pointee.proxiedLocalLength = 0
+        // Every connection on this listener comes through here: what a previous one's header
+        // said is cleared before anything else.
+        ConnectionState.beginProxied(on: listener)
         if !policy.trustedPeers.isEmpty {
             guard let address = IPAddress(peer.storage, length: peer.length.pointee), policy.trusts(address) else {
                 throw .untrustedPeer
@@ -63,7 +66,7 @@ struct ProxyHeaderIntake {
         let parsed = try readHeader(from: fd, accepting: policy.accept, deadline: deadline)
         if let source = parsed.source, let destination = parsed.destination {
             peer.length.pointee = source.store(in: peer.storage)
-            state.pointee.proxiedLocalLength = destination.store(in: &state.pointee.proxiedLocal)
+            ConnectionState.recordProxiedLocal(destination)
         }
         do throws(AcceptError) {
             guard try waitReadable(fd, until: deadline) != 0 else { throw .initialReadTimedOut }

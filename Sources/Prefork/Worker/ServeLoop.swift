@@ -27,8 +27,6 @@ struct ServeLoop {
     let buffer: UnsafeMutableRawBufferPointer
     /// Where accept4 leaves the client's address.
     let peer: PeerAddressBuffer
-    /// Whether the handler detached the current connection; reused by every connection.
-    let state: UnsafeMutablePointer<ConnectionState>
     /// Per listener: the PROXY header its connections must start with, if any.
     let proxyPolicies: [ProxyProtocolPolicy]
     /// Reads PROXY headers; nil when no listener requires one.
@@ -55,7 +53,6 @@ struct ServeLoop {
         self.proxyPolicies = proxyPolicies
         self.proxyIntake =
             proxyPolicies.contains(where: \.isRequired) ? ProxyHeaderIntake(initialTimeout: initialTimeout) : nil
-        self.state = ConnectionState.allocate()
         self.listeners = listeners
         self.epoll = epoll
         self.context = context
@@ -107,7 +104,7 @@ struct ServeLoop {
             let mode = onlyFD >= 0 ? onlyMode : modes[listenerIndex]
             serveConnection(fd, listenerIndex: listenerIndex, mode: mode, handler: &handler)
             // A detached socket is the handler's now; the flag is reset for the next connection.
-            if state.pointee.detached { state.pointee.detached = false } else { close(fd) }
+            if !ConnectionState.takeDetached() { close(fd) }
             served &+= 1
             if served >= connectionLimit { return .recycled }
         }
@@ -141,19 +138,16 @@ struct ServeLoop {
         }
         let connection = Connection(
             fileDescriptor: fd, listener: listeners[listenerIndex],
-            peerAddress: UnsafePointer(peer.storage), peerAddressLength: peer.length.pointee, state: state)
+            peerAddress: UnsafePointer(peer.storage), peerAddressLength: peer.length.pointee)
         do {
             // 1 ≤ count ≤ buffer.count from the read above (0 for a silent client its handler
-            // answers). The span only borrows the worker's
-            // buffer: the handler cannot keep it past this call.
+            // answers). The span only borrows the worker's buffer: the handler cannot keep it
+            // past this call.
             let initialData = Span<UInt8>(
                 _unsafeElements: UnsafeBufferPointer(
                     start: buffer.baseAddress!.bindMemory(to: UInt8.self, capacity: count), count: count))
             try handler.handle(connection, initialData: initialData, context: context)
-            // A PROXY header's destination belongs to this connection only.
-            if mode.acceptsProxy { state.pointee.proxiedLocalLength = 0 }
         } catch {
-            if mode.acceptsProxy { state.pointee.proxiedLocalLength = 0 }
             slot.count(.handlerError)
             let peer = connection.peer
             context.logger.warning(
@@ -180,8 +174,8 @@ struct ServeLoop {
     private func readBehindProxy(_ fd: Int32, listenerIndex: Int, mode: ListenerMode) -> Int? {
         do {
             return try proxyIntake!.read(
-                from: fd, policy: proxyPolicies[listenerIndex], peer: peer, state: state, into: buffer,
-                answersSilentClients: mode.answersSilentClients)
+                from: fd, policy: proxyPolicies[listenerIndex], listener: listeners[listenerIndex].fileDescriptor,
+                peer: peer, into: buffer, answersSilentClients: mode.answersSilentClients)
         } catch .connection(let error) {
             countAndLog(error)
         } catch .headerTimedOut {
