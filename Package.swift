@@ -8,6 +8,7 @@
 //   SystemCalls      the syscall layer Systemd and Prefork share: errno rule, error type, addresses
 //   Systemd          a reusable Swift API over libsystemd (no dependency on the engine)
 //   Prefork          the engine: listeners, supervisor, workers, scoreboard, handler protocol
+//   ForwardProtocols pure parsers of first bytes and of the PROXY protocol (no system calls)
 //   PreforkHandlers  built-in handlers (echo)
 //   PreforkdCLI      the command line and the TOML configuration file
 //   preforkd         the executable: a one-line main
@@ -60,6 +61,7 @@ let package = Package(
             name: "Prefork",
             dependencies: [
                 "CPreforkShims",
+                "ForwardProtocols",
                 "SystemCalls",
                 "Systemd",
                 .product(name: "Logging", package: "swift-log"),
@@ -115,7 +117,8 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "SystemCallsTests", dependencies: ["SystemCalls", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "PreforkTests", dependencies: ["Prefork", "TestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "PreforkTests", dependencies: ["Prefork", "ForwardProtocols", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "PreforkHandlersTests",
             dependencies: ["PreforkHandlers", "Prefork", "TestSupport"],

@@ -259,3 +259,5 @@ void pf_slot_store_boot_errno(pf_slot *slot, int32_t value) {
     __atomic_store_n(&slot->boot_errno, value, __ATOMIC_RELAXED);
 }
 int32_t pf_slot_load_boot_errno(const pf_slot *slot) { return __atomic_load_n(&slot->boot_errno, __ATOMIC_RELAXED); }
+
+pf_connection_state pf_connection = {.detached = 0, .proxied_listener = -1};

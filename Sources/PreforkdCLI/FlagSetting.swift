@@ -4,8 +4,8 @@ import PreforkHandlers
 
 /// A setting as the command line sees it: a top-level setting (`--workers`), or a handler's
 /// option (`--echo-keep-alive`), which applies to the handler's `[NAME]` table and to every
-/// `[listeners.X.NAME]` table, so that the command line wins everywhere (`--handler` likewise
-/// sets the handler of every `[listeners.X]` table).
+/// `[listeners.X.NAME]` table, so that the command line wins everywhere (`--handler`,
+/// `--accept-proxy` and `--accept-proxy-from` likewise set those of every `[listeners.X]` table).
 struct FlagSetting: Sendable {
     /// The qualified key: `workers`, `echo.keep-alive`.
     let key: String
@@ -50,10 +50,16 @@ struct FlagSetting: Sendable {
                     key: setting.key, setting: setting, defaults: Settings(),
                     apply: { value, settings throws(SettingError) in
                         try setting.read(value, into: &settings)
-                        // `handler` is also a key of each [listeners.NAME] table: the flag wins there too.
+                        // `handler` and the PROXY keys are also keys of each [listeners.NAME] table:
+                        // the flag wins there too.
                         if setting.key == "handler" {
                             for listener in settings.listeners.keys {
                                 settings.listeners[listener]!.handler = settings.handler
+                            }
+                        }
+                        if let proxySetting = ProxyProtocolPolicy.settings[setting.key] {
+                            for listener in settings.server.listenerProxyProtocol.keys {
+                                try proxySetting.read(value, into: &settings.server.listenerProxyProtocol[listener]!)
                             }
                         }
                     },

@@ -55,6 +55,9 @@ public struct PreforkdCommand: ParsableCommand {
     @Flag(name: .setting("fd-store"), inversion: .prefixedNo, help: .setting("fd-store")) var fdStore: Bool?
     @Flag(name: .setting("defer-accept"), inversion: .prefixedNo, help: .setting("defer-accept"))
     var deferAccept: Bool?
+    @Option(name: .setting("open-files"), help: .setting("open-files")) var openFiles: String?
+    @Option(name: .setting("accept-proxy"), help: .setting("accept-proxy")) var acceptProxy: String?
+    @Option(name: .setting("accept-proxy-from"), help: .setting("accept-proxy-from")) var acceptProxyFrom: [String] = []
     @Option(name: .setting("log-level"), help: .setting("log-level")) var logLevel: String?
     @Option(name: .setting("log-format"), help: .setting("log-format")) var logFormat: String?
     @Flag(name: .setting("echo.keep-alive"), inversion: .prefixedNo, help: .setting("echo.keep-alive"))
@@ -97,6 +100,8 @@ public struct PreforkdCommand: ParsableCommand {
             ("runtime-directory", text(runtimeDirectory)),
             ("backlog", text(backlog)),
             ("unix-mode", text(unixMode)), ("fd-store", .toggle(fdStore)), ("defer-accept", .toggle(deferAccept)),
+            ("open-files", text(openFiles)), ("accept-proxy", text(acceptProxy)),
+            ("accept-proxy-from", .texts(acceptProxyFrom)),
             ("log-level", text(logLevel)),
             ("log-format", text(logFormat)), ("echo.keep-alive", .toggle(echoKeepAlive)),
             ("echo.idle-timeout", text(echoIdleTimeout)), ("echo.max-message-bytes", text(echoMaxMessageBytes)),

@@ -23,7 +23,8 @@ package struct Settings: Equatable, Sendable {
     /// `log-format`.
     package var logFormat = LogFormat.auto
     /// `[listeners.NAME]`: a handler and its options for the listener called NAME (systemd's
-    /// `FileDescriptorName=`, or the address as written in `listen`).
+    /// `FileDescriptorName=`, or the address as written in `listen`). Its `accept-proxy` and
+    /// `accept-proxy-from` go to the engine's `server.listenerProxyProtocol`.
     package var listeners: [String: ListenerSettings] = [:]
 
     /// What one named listener does differently.
@@ -148,6 +149,11 @@ package struct Settings: Equatable, Sendable {
                     } catch {
                         throw ConfigurationError(key: prefix + ".handler", value: value.toml, reason: error.reason)
                     }
+                } else if ProxyProtocolPolicy.settings[key] != nil {
+                    // Starts from the top level's policy: a table may set just one of the two keys.
+                    var policy = server.proxyProtocol(forListenerNamed: name)
+                    try ProxyProtocolPolicy.settings.read([key: value], into: &policy, prefix: prefix + ".")
+                    server.listenerProxyProtocol[name] = policy
                 } else if let registered = HandlerRegistry.handler(named: key) {
                     try Self.readOptions(
                         of: registered, value, key: prefix + "." + key, into: &listener.handlerOptions)
@@ -181,6 +187,9 @@ package struct Settings: Equatable, Sendable {
             let listener = listeners[name]!
             let table = "listeners.\(SettingValue.tomlKey(name))"
             lines += ["", "[\(table)]", "handler = \(SettingValue.string(listener.handler).toml)"]
+            if let policy = server.listenerProxyProtocol[name] {
+                lines += ProxyProtocolPolicy.settings.tomlLines(policy)
+            }
             for registered in HandlerRegistry.all {
                 lines += ["", "[\(table).\(SettingValue.tomlKey(registered.name))]"]
                 lines += registered.settings.tomlLines(listener.handlerOptions[registered.name]!)

@@ -8,7 +8,8 @@
 // "release<EOF>" writes "released" to the socket kept last and closes it, then echoes.
 // Environment: PROBE_SILENT=1 answers silent clients with "hello\n" (defer-accept off);
 // PROBE_DRAIN_FILE=PATH makes finish() wait until PATH exists (at most a minute);
-// PROBE_INITIAL_TIMEOUT, PROBE_GRACEFUL_TIMEOUT (seconds) and PROBE_MAX_CONNECTIONS set those.
+// PROBE_INITIAL_TIMEOUT, PROBE_GRACEFUL_TIMEOUT (seconds), PROBE_MAX_CONNECTIONS and
+// PROBE_ACCEPT_PROXY (v1, v2, any) set those.
 // Usage: HandlerFaultProbe ADDRESS WORKERS [HANG_FILE]
 import Glibc
 import Logging
@@ -95,6 +96,9 @@ do {
         configuration.maxConnectionsPerWorker = count
     }
     if environment("PROBE_SILENT") == "1" { configuration.deferAccept = false }
+    if let version = environment("PROBE_ACCEPT_PROXY").flatMap(AcceptProxy.init(rawValue:)) {
+        configuration.proxyProtocol.accept = version
+    }
 } catch {
     print("HandlerFaultProbe: \(error)")
     exit(PreforkExitCode.configuration.rawValue)

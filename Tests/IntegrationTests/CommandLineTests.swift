@@ -66,6 +66,22 @@ import Testing
         #expect(result.output.contains("keep-alive = true"))
     }
 
+    @Test(arguments: [
+        ("accept-proxy-from = [\"10.0.0.0/33\"]", "accept-proxy-from = \"10.0.0.0/33\": expected a CIDR block"),
+        (
+            "[listeners.lb]\naccept-proxy = \"v3\"",
+            "listeners.lb.accept-proxy = \"v3\": expected one of off, v1, v2, any"
+        ),
+    ])
+    func checkConfigRefusesABadProxySettingInOneLine(text: String, message: String) throws {
+        let config = try TestConfigFile(text + "\n")
+        defer { config.remove() }
+        let result = try run(["--config", config.path, "--check-config"])
+        #expect(result.status == 78)
+        #expect(result.output.hasPrefix("preforkd: \(config.path): \(message)"))
+        #expect(result.output.split(separator: "\n").count == 1)
+    }
+
     @Test func checkConfigOutputIsAcceptedBackUnchanged() throws {
         let config = try TestConfigFile(
             """

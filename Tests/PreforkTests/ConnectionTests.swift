@@ -51,12 +51,11 @@ import Testing
     }
 
     @Test func detachingMarksTheWorkersStateAndHandsBackTheSameSocket() throws {
-        let state = ConnectionState.allocate()
-        defer { state.deallocate() }
         let listener = Listener(adopting: -1, name: "t", origin: .bound)
-        let connection = Connection(fileDescriptor: 42, listener: listener, state: state)
-        #expect(!state.pointee.detached)
+        let connection = Connection(fileDescriptor: 42, listener: listener)
+        #expect(!ConnectionState.takeDetached())
         #expect(connection.detach() == 42)
-        #expect(state.pointee.detached)
+        #expect(ConnectionState.takeDetached(), "the worker does not close it")
+        #expect(!ConnectionState.takeDetached(), "the mark is the one connection's")
     }
 }

@@ -1,3 +1,4 @@
+import ForwardProtocols
 import Glibc
 import SystemPackage
 import Testing
@@ -157,16 +158,21 @@ import Testing
         let peer = PeerAddressBuffer.inSlot(board.slot(0))
         let fd = try acceptConnection(on: listener.fileDescriptor, peer: peer)
         defer { close(fd) }
-        let state = ConnectionState.allocate()
-        defer { state.deallocate() }
         let connection = Connection(
             fileDescriptor: fd, listener: listener,
-            peerAddress: UnsafePointer(peer.storage), peerAddressLength: peer.length.pointee, state: state)
+            peerAddress: UnsafePointer(peer.storage), peerAddressLength: peer.length.pointee)
         #expect(connection.clientAddress.description == client.address)
         #expect(connection.localAddress.description == listener.address)
-        // A PROXY header's destination replaces the socket's own.
-        let proxied = try #require(SocketAddress(ipv4: "192.0.2.80", port: 443))
-        state.pointee.store(local: proxied)
+        // A PROXY header's destination replaces the socket's own, for that listener only.
+        ConnectionState.beginProxied(on: -2)
+        ConnectionState.recordProxiedLocal(
+            IPEndpoint(address: try #require(IPAddress("192.0.2.80")), port: 443))
+        #expect(connection.localAddress.description == listener.address, "a header of another listener's")
+        ConnectionState.beginProxied(on: listener.fileDescriptor)
+        #expect(connection.localAddress.description == listener.address, "none yet on this one")
+        ConnectionState.recordProxiedLocal(
+            IPEndpoint(address: try #require(IPAddress("192.0.2.80")), port: 443))
         #expect(connection.localAddress.description == "192.0.2.80:443")
+        ConnectionState.beginProxied(on: -1)
     }
 }

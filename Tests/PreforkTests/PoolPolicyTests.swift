@@ -446,6 +446,17 @@ import Testing
         #expect(pool.policy.counters.exitsCrash == 0)
     }
 
+    @Test func aGracefulStopTellsAWorkerDrainingOnItsOwnWithoutExtendingItsDeadline() {
+        var (pool, samples) = Self.twoWorkers(
+            initialTimeout: 10, handlerTimeout: 0, stages: (.draining, .accepting), after: 0, graceful: 5)
+        let draining = samples[0].pid
+        pool.send(.progress(samples))
+        pool.now += 2_000_000_000
+        let stop = pool.send(.command(.stop))
+        #expect(stop.contains(.terminate(pid: draining)))
+        #expect(pool.policy.workers[draining]!.killAt == samples[0].since + 5_000_000_000, "not the stop's later one")
+    }
+
     @Test func aDrainingWorkerIsNeverCountedAsSpare() {
         var pool = Self.scalingPool(workers: 2, spare: 1, maximum: 4)
         let pids = pool.pids(generation: 1)

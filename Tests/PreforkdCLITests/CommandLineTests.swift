@@ -25,7 +25,7 @@ struct ConfigFixture {
         "send-timeout": "0.125", "handler": "echo", "graceful-timeout": "0", "boot-timeout": "2.5",
         "handler-timeout": "7", "max-connections-per-worker": "1000", "min-spare": "2", "max-workers": "9",
         "spare-timeout": "4.5", "runtime-directory": "/run/preforkd-sample", "backlog": "99",
-        "unix-mode": "0600",
+        "unix-mode": "0600", "open-files": "4096", "accept-proxy": "v2", "accept-proxy-from": "10.0.0.0/8",
         "log-level": "debug", "log-format": "json", "echo.idle-timeout": "3.75", "echo.max-message-bytes": "64",
         "echo.message-timeout": "12", "forward.probe-timeout": "0.5", "forward.connect-timeout": "1.5",
         "forward.idle-timeout": "60", "forward.probe-bytes": "4096", "forward.relay": "copy",
@@ -127,6 +127,24 @@ struct ConfigFixture {
         // Options no flag names keep the file's value.
         let file = try PreforkdCommand.parse(["--config", config.path]).loadSettings()
         #expect(echo(file.listeners["admin"]!.handlerOptions).idleTimeout == .seconds(3))
+    }
+
+    @Test func proxyFlagsWinOverListenerTablesToo() throws {
+        let config = try ConfigFixture(
+            """
+            [listeners.lb]
+            accept-proxy = "v1"
+            accept-proxy-from = ["10.0.0.0/8"]
+            """)
+        defer { config.remove() }
+        let settings = try PreforkdCommand.parse([
+            "--config", config.path, "--accept-proxy", "any", "--accept-proxy-from", "127.0.0.1",
+            "--accept-proxy-from", "::1/128",
+        ]).loadSettings()
+        for policy in [settings.server.proxyProtocol, settings.server.proxyProtocol(forListenerNamed: "lb")] {
+            #expect(policy.accept == .any)
+            #expect(policy.trustedPeers.map(\.description) == ["127.0.0.1/32", "::1/128"])
+        }
     }
 
     @Test func loadingASetupLeavesTheLogLevelToTheEngine() throws {

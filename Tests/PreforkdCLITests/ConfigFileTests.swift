@@ -94,6 +94,19 @@ func echo(_ options: [String: HandlerOptions]) -> EchoHandler.Configuration {
             "listeners.a.echo.max-message-bytes = 1: must be between 5 and 1073741824"
         ),
         ("listeners = 1", "test.toml: listeners = 1: expected tables [listeners.NAME]"),
+        (
+            "[listeners.lb]\naccept-proxy = \"v3\"",
+            "test.toml: listeners.lb.accept-proxy = \"v3\": expected one of off, v1, v2, any"
+        ),
+        (
+            "[listeners.lb]\naccept-proxy-from = [\"127.0.0.1/32\", \"10.0.0.0/33\"]",
+            "test.toml: listeners.lb.accept-proxy-from = \"10.0.0.0/33\": expected a CIDR block such as 10.0.0.0/8 or ::1/128"
+        ),
+        (
+            "accept-proxy-from = 8",
+            "test.toml: accept-proxy-from = 8: expected a CIDR block or a list of them, got an integer"
+        ),
+        ("open-files = -1", "open-files = -1: must be between 0 and 1073741824"),
     ])
     func badValuesGiveOneLineNamingKeyAndValue(text: String, message: String) {
         #expect {
@@ -152,5 +165,24 @@ func echo(_ options: [String: HandlerOptions]) -> EchoHandler.Configuration {
         try reread.validate()
         #expect(reread == settings)
         #expect(settings.renderTOML().contains("[listeners.\"127.0.0.1:1234\".echo]"))
+    }
+
+    @Test func listenerTablesTakeThePROXYKeysStartingFromTheTopLevels() throws {
+        let settings = try apply(
+            """
+            accept-proxy-from = ["127.0.0.1/32", "::1/128"]
+            [listeners.lb]
+            accept-proxy = "v2"
+            [listeners.direct]
+            handler = "echo"
+            """)
+        let lb = settings.server.proxyProtocol(forListenerNamed: "lb")
+        #expect(lb.accept == .v2)
+        #expect(lb.trustedPeers.map(\.description) == ["127.0.0.1/32", "::1/128"])
+        #expect(settings.server.proxyProtocol(forListenerNamed: "direct").accept == .off)
+        #expect(settings.server.proxyProtocol(forListenerNamed: "127.0.0.1:11000").accept == .off)
+        var reread = Settings()
+        try ConfigFile.apply(text: settings.renderTOML(), source: "rendered", to: &reread)
+        #expect(reread == settings)
     }
 }

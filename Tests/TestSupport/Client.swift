@@ -48,7 +48,7 @@ public struct Client: Sendable {
         try send(bytes: Array(text.utf8))
     }
 
-    /// Sends raw bytes, all of them.
+    /// Sends `bytes` whole (one write when the socket buffer has room: one TCP segment on loopback).
     public func send(bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {

@@ -75,6 +75,38 @@ int pf_worker_install_stop_handler(const int *listener_fds, int count, int dead_
 /// 0: keep going; 1: graceful stop requested; 2: immediate stop requested.
 int pf_worker_stop_requested(void);
 
+// MARK: the worker's current connection
+
+/// What a worker keeps about its current connection besides the socket: one per process (a
+/// worker serves one connection at a time), a global so that the connection's value carries no
+/// pointer to it and the accept loop reaches it with one load.
+typedef struct pf_connection_state {
+    /// The handler took the socket over: the worker must not close it.
+    int32_t detached;
+    /// The listening socket whose connections `proxied_local` speaks for (-1: none).
+    int32_t proxied_listener;
+    /// The length of `proxied_local`; 0 when no PROXY header named a destination.
+    uint32_t proxied_local_length;
+    /// The destination the last PROXY header on `proxied_listener` named.
+    struct sockaddr_storage proxied_local;
+} pf_connection_state;
+
+/// This process's current connection.
+extern pf_connection_state pf_connection;
+
+/// This process's current connection, for Swift (which may not touch a C global itself).
+static inline pf_connection_state *pf_connection_current(void) { return &pf_connection; }
+
+/// Marks the current connection as taken over by its handler.
+static inline void pf_connection_detach(void) { pf_connection.detached = 1; }
+
+/// Whether the handler took the connection over; clears the mark for the next one.
+static inline int pf_connection_take_detached(void) {
+    if (!pf_connection.detached) return 0;
+    pf_connection.detached = 0;
+    return 1;
+}
+
 // MARK: scoreboard
 
 /// What a worker is doing, as the supervisor sees it in shared memory.

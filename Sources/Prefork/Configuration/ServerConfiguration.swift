@@ -59,6 +59,17 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// systemd announces a store (`$FDSTORE`, systemd 254 and later); set it where the unit has
     /// `FileDescriptorStoreMax=` on an older systemd.
     public var fileDescriptorStore: Bool = (getenv("FDSTORE").flatMap { Int(String(cString: $0)) } ?? 0) > 0
+    /// `open-files`: the open-file limit (RLIMIT_NOFILE) the supervisor sets at start, and its
+    /// workers inherit. 0, the default, raises the soft limit to the hard one (systemd's advice
+    /// for services); a number above the hard limit needs CAP_SYS_RESOURCE, or preforkd refuses
+    /// to start.
+    public var openFiles: Int = 0
+    /// `accept-proxy` and `accept-proxy-from`: the PROXY protocol header required of connections
+    /// on every listener that ``listenerProxyProtocol`` does not name.
+    public var proxyProtocol = ProxyProtocolPolicy()
+    /// `[listeners.NAME]`'s `accept-proxy` and `accept-proxy-from`, by listener name (systemd's
+    /// `FileDescriptorName=`, or the address as written in `listen`).
+    public var listenerProxyProtocol: [String: ProxyProtocolPolicy] = [:]
 
     /// The most workers one pool may have (TTIN stops there).
     public static let maximumWorkers = 512
@@ -69,6 +80,14 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// Checks every value; throws for the first one out of range, naming its key.
     public func validate() throws(ConfigurationError) {
         try Self.settings.validate(self)
+        for name in listenerProxyProtocol.keys.sorted() {
+            try ProxyProtocolPolicy.settings.validate(listenerProxyProtocol[name]!, prefix: "listeners.\(name).")
+        }
+    }
+
+    /// The PROXY protocol policy of the listener called `name`: its own, else the top level's.
+    public func proxyProtocol(forListenerNamed name: String) -> ProxyProtocolPolicy {
+        listenerProxyProtocol[name] ?? proxyProtocol
     }
 
     /// `$RUNTIME_DIRECTORY`'s first directory when systemd sets it, else `/run/preforkd`.
@@ -90,132 +109,142 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// A new engine setting is a stored property above and one entry here; its flag is one
     /// `@Option` line in `PreforkdCommand` with its `flagInputs` entry (the tests fail until
     /// every property has an entry and every entry a working flag).
-    package static let settings = SettingsTable<ServerConfiguration>([
-        Setting(
-            key: "listen",
-            help:
-                "Listen on ADDR: 127.0.0.1:11000, [::1]:11000, *:11000 or unix:/path (repeatable; port 0 = ephemeral).",
-            flag: .value(name: "addr", short: "l", repeatable: true),
-            read: { value, configuration throws(SettingError) in
-                let texts: [SettingValue]
-                switch value {
-                case .string: texts = [value]
-                case .array(let values): texts = values
-                default: throw SettingError("expected an address or a list of addresses, got \(value.kindDescription)")
-                }
-                var addresses: [ListenAddress] = []
-                for text in texts {
-                    guard case .string(let string) = text else {
-                        throw SettingError("expected a string, got \(text.kindDescription)", value: text)
+    package static let settings = SettingsTable<ServerConfiguration>(
+        [
+            Setting(
+                key: "listen",
+                help:
+                    "Listen on ADDR: 127.0.0.1:11000, [::1]:11000, *:11000 or unix:/path (repeatable; port 0 = ephemeral).",
+                flag: .value(name: "addr", short: "l", repeatable: true),
+                read: { value, configuration throws(SettingError) in
+                    let texts: [SettingValue]
+                    switch value {
+                    case .string: texts = [value]
+                    case .array(let values): texts = values
+                    default:
+                        throw SettingError("expected an address or a list of addresses, got \(value.kindDescription)")
                     }
-                    do throws(ListenAddressError) {
-                        addresses.append(try ListenAddress(parsing: string))
-                    } catch {
-                        throw SettingError(error.reason, value: text)
+                    var addresses: [ListenAddress] = []
+                    for text in texts {
+                        guard case .string(let string) = text else {
+                            throw SettingError("expected a string, got \(text.kindDescription)", value: text)
+                        }
+                        do throws(ListenAddressError) {
+                            addresses.append(try ListenAddress(parsing: string))
+                        } catch {
+                            throw SettingError(error.reason, value: text)
+                        }
                     }
-                }
-                configuration.listen = addresses
-            },
-            parseFlag: { .string($0) },
-            render: { .array($0.listen.map { .string($0.description) }) },
-            check: { configuration throws(SettingError) in
-                guard !configuration.listen.isEmpty else { throw SettingError("needs at least one address") }
-                var seen = Set<ListenAddress>()
-                for address in configuration.listen where !seen.insert(address).inserted {
-                    throw SettingError("is listed twice", value: .string(address.description))
-                }
-            }),
-        .integer(
-            "workers", \.workers, in: 1...maximumWorkers, help: "Worker processes.", short: "w",
-            defaultDescription: "number of CPUs"),
-        .integer("initial-bytes", \.initialBytes, in: 1...(16 << 20), help: "Most bytes taken by the initial read."),
-        .seconds(
-            "initial-timeout", \.initialTimeout, in: .milliseconds(1)...(.seconds(86400)),
-            help: "Seconds a new connection may take to send its first bytes; also bounds each later read."),
-        .seconds(
-            "send-timeout", \.sendTimeout, in: .milliseconds(1)...(.seconds(86400)),
-            help: "Seconds a write may block on a client that does not read."),
-        .seconds(
-            "graceful-timeout", \.gracefulTimeout, in: .zero...(.seconds(86400)),
-            help: "Seconds to drain on SIGTERM or reload before SIGKILL."),
-        .seconds(
-            "boot-timeout", \.bootTimeout, in: .milliseconds(1)...(.seconds(86400)),
-            help: "Seconds a new worker may take to start accepting; a reload that takes longer is rolled back."),
-        .seconds(
-            "handler-timeout", \.handlerTimeout, in: .zero...(.seconds(86400)),
-            help: "Seconds a handler may take over one connection before its worker is killed; 0 for no limit."),
-        .integer(
-            "max-connections-per-worker", \.maxConnectionsPerWorker, in: 0...(1 << 40),
-            help: "Connections after which a worker is replaced (plus up to a quarter, per worker); 0 for never."),
-        .integer(
-            "min-spare", \.minimumSpare, in: 0...maximumWorkers,
-            help: "Idle workers to keep at hand: fork more, up to max-workers, when fewer wait; 0 to stay at workers."),
-        Setting(
-            key: "max-workers", help: "The most workers min-spare may grow the pool to (0: workers).",
-            flag: .value(name: "n"),
-            read: { value, configuration throws(SettingError) in
-                guard case .integer(let count) = value else {
-                    throw SettingError("expected an integer, got \(value.kindDescription)")
-                }
-                configuration.maximumWorkers = count
-            },
-            parseFlag: { text throws(SettingError) in
-                guard let count = Int(text) else { throw SettingError("expected an integer") }
-                return .integer(count)
-            },
-            render: { .integer($0.maximumWorkers) },
-            check: { configuration throws(SettingError) in
-                let count = configuration.maximumWorkers
-                guard count == 0 || (configuration.workers...maximumWorkers).contains(count) else {
-                    throw SettingError(
-                        "must be 0 or between workers (\(configuration.workers)) and \(maximumWorkers)",
-                        value: .integer(count))
-                }
-            }),
-        .seconds(
-            "spare-timeout", \.spareTimeout, in: .milliseconds(1)...(.seconds(86400)),
-            help: "Seconds a worker beyond workers may sit idle before it is retired."),
-        .integer(
-            "backlog", \.backlog, in: 1...65535,
-            help: "Accept queue length of bound listeners (clamped by the kernel)."),
-        Setting(
-            key: "unix-mode", help: "Octal permissions of unix socket files.", flag: .value(name: "mode"),
-            read: { value, configuration throws(SettingError) in
-                guard case .string(let text) = value, let mode = UInt32(text, radix: 8), mode <= 0o777 else {
-                    throw SettingError("expected an octal mode such as \"0660\"")
-                }
-                configuration.unixMode = mode
-            },
-            parseFlag: { .string($0) },
-            render: { .string("0" + String($0.unixMode, radix: 8)) },
-            check: { configuration throws(SettingError) in
-                guard configuration.unixMode <= 0o777 else { throw SettingError("must be an octal mode from 0 to 777") }
-            }),
-        Setting(
-            key: "runtime-directory",
-            help: "Directory of the status file preforkd status reads (empty: none).",
-            flag: .value(name: "dir"), defaultDescription: "$RUNTIME_DIRECTORY, else /run/preforkd",
-            read: { value, configuration throws(SettingError) in
-                guard case .string(let path) = value else {
-                    throw SettingError("expected a string, got \(value.kindDescription)")
-                }
-                guard path.isEmpty || (path.hasPrefix("/") && path.utf8.count < 100) else {
-                    throw SettingError("must be empty or an absolute path shorter than 100 bytes")
-                }
-                configuration.runtimeDirectory = path
-            },
-            parseFlag: { .string($0) },
-            render: { .string($0.runtimeDirectory) }),
-        .boolean(
-            "defer-accept", \.deferAccept,
-            help:
-                "Hold TCP connections in the kernel until their first bytes arrive (off where the server speaks first).",
-            defaultDescription: "on"),
-        .boolean(
-            "fd-store", \.fileDescriptorStore,
-            help: "Hand self-bound listeners to systemd's fd store so a restart keeps them.",
-            defaultDescription: "on when $FDSTORE is set"),
-    ])
+                    configuration.listen = addresses
+                },
+                parseFlag: { .string($0) },
+                render: { .array($0.listen.map { .string($0.description) }) },
+                check: { configuration throws(SettingError) in
+                    guard !configuration.listen.isEmpty else { throw SettingError("needs at least one address") }
+                    var seen = Set<ListenAddress>()
+                    for address in configuration.listen where !seen.insert(address).inserted {
+                        throw SettingError("is listed twice", value: .string(address.description))
+                    }
+                }),
+            .integer(
+                "workers", \.workers, in: 1...maximumWorkers, help: "Worker processes.", short: "w",
+                defaultDescription: "number of CPUs"),
+            .integer(
+                "initial-bytes", \.initialBytes, in: 1...(16 << 20), help: "Most bytes taken by the initial read."),
+            .seconds(
+                "initial-timeout", \.initialTimeout, in: .milliseconds(1)...(.seconds(86400)),
+                help: "Seconds a new connection may take to send its first bytes; also bounds each later read."),
+            .seconds(
+                "send-timeout", \.sendTimeout, in: .milliseconds(1)...(.seconds(86400)),
+                help: "Seconds a write may block on a client that does not read."),
+            .seconds(
+                "graceful-timeout", \.gracefulTimeout, in: .zero...(.seconds(86400)),
+                help: "Seconds to drain on SIGTERM or reload before SIGKILL."),
+            .seconds(
+                "boot-timeout", \.bootTimeout, in: .milliseconds(1)...(.seconds(86400)),
+                help: "Seconds a new worker may take to start accepting; a reload that takes longer is rolled back."),
+            .seconds(
+                "handler-timeout", \.handlerTimeout, in: .zero...(.seconds(86400)),
+                help: "Seconds a handler may take over one connection before its worker is killed; 0 for no limit."),
+            .integer(
+                "max-connections-per-worker", \.maxConnectionsPerWorker, in: 0...(1 << 40),
+                help: "Connections after which a worker is replaced (plus up to a quarter, per worker); 0 for never."),
+            .integer(
+                "min-spare", \.minimumSpare, in: 0...maximumWorkers,
+                help:
+                    "Idle workers to keep at hand: fork more, up to max-workers, when fewer wait; 0 to stay at workers."
+            ),
+            Setting(
+                key: "max-workers", help: "The most workers min-spare may grow the pool to (0: workers).",
+                flag: .value(name: "n"),
+                read: { value, configuration throws(SettingError) in
+                    guard case .integer(let count) = value else {
+                        throw SettingError("expected an integer, got \(value.kindDescription)")
+                    }
+                    configuration.maximumWorkers = count
+                },
+                parseFlag: { text throws(SettingError) in
+                    guard let count = Int(text) else { throw SettingError("expected an integer") }
+                    return .integer(count)
+                },
+                render: { .integer($0.maximumWorkers) },
+                check: { configuration throws(SettingError) in
+                    let count = configuration.maximumWorkers
+                    guard count == 0 || (configuration.workers...maximumWorkers).contains(count) else {
+                        throw SettingError(
+                            "must be 0 or between workers (\(configuration.workers)) and \(maximumWorkers)",
+                            value: .integer(count))
+                    }
+                }),
+            .seconds(
+                "spare-timeout", \.spareTimeout, in: .milliseconds(1)...(.seconds(86400)),
+                help: "Seconds a worker beyond workers may sit idle before it is retired."),
+            .integer(
+                "backlog", \.backlog, in: 1...65535,
+                help: "Accept queue length of bound listeners (clamped by the kernel)."),
+            Setting(
+                key: "unix-mode", help: "Octal permissions of unix socket files.", flag: .value(name: "mode"),
+                read: { value, configuration throws(SettingError) in
+                    guard case .string(let text) = value, let mode = UInt32(text, radix: 8), mode <= 0o777 else {
+                        throw SettingError("expected an octal mode such as \"0660\"")
+                    }
+                    configuration.unixMode = mode
+                },
+                parseFlag: { .string($0) },
+                render: { .string("0" + String($0.unixMode, radix: 8)) },
+                check: { configuration throws(SettingError) in
+                    guard configuration.unixMode <= 0o777 else {
+                        throw SettingError("must be an octal mode from 0 to 777")
+                    }
+                }),
+            Setting(
+                key: "runtime-directory",
+                help: "Directory of the status file preforkd status reads (empty: none).",
+                flag: .value(name: "dir"), defaultDescription: "$RUNTIME_DIRECTORY, else /run/preforkd",
+                read: { value, configuration throws(SettingError) in
+                    guard case .string(let path) = value else {
+                        throw SettingError("expected a string, got \(value.kindDescription)")
+                    }
+                    guard path.isEmpty || (path.hasPrefix("/") && path.utf8.count < 100) else {
+                        throw SettingError("must be empty or an absolute path shorter than 100 bytes")
+                    }
+                    configuration.runtimeDirectory = path
+                },
+                parseFlag: { .string($0) },
+                render: { .string($0.runtimeDirectory) }),
+            .boolean(
+                "defer-accept", \.deferAccept,
+                help:
+                    "Hold TCP connections in the kernel until their first bytes arrive (off where the server speaks first).",
+                defaultDescription: "on"),
+            .boolean(
+                "fd-store", \.fileDescriptorStore,
+                help: "Hand self-bound listeners to systemd's fd store so a restart keeps them.",
+                defaultDescription: "on when $FDSTORE is set"),
+            .integer(
+                "open-files", \.openFiles, in: 0...(1 << 30),
+                help: "Open-file limit of the supervisor and its workers; 0 for the hard limit."),
+        ] + ProxyProtocolPolicy.settings.lifted(\ServerConfiguration.proxyProtocol))
 }
 
 /// An invalid setting: which key, the value given, and why it is refused.

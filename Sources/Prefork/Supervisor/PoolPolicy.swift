@@ -326,6 +326,15 @@ struct PoolPolicy {
             for pid in workers.keys.sorted() where workers[pid]!.isServing {
                 retire(pid, now: now, killAt: deadline, into: &actions)
             }
+            // Workers draining on their own (recycled) hear of the stop too: their handler's
+            // `finish` sees `isStopping`. Their drain's deadline stands when it comes first.
+            for pid in workers.keys.sorted() {
+                guard let worker = workers[pid], worker.drainingSince != nil, worker.retiredAt == nil, !worker.killed
+                else { continue }
+                workers[pid]!.retiredAt = now
+                workers[pid]!.killAt = min(deadline, worker.killAt ?? .max)
+                actions.append(.terminate(pid: pid))
+            }
         case .stopNow:
             if case .stopping(false, _) = phase { return }
             if phase == .running { actions.append(.notifyStopping) }

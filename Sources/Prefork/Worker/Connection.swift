@@ -17,20 +17,15 @@ public struct Connection {
     let peerAddress: UnsafePointer<sockaddr_storage>?
     /// The length `accept4` returned with ``peerAddress``.
     let peerAddressLength: socklen_t
-    /// The worker's record of what the handler did with the connection and what a PROXY header
-    /// said; nil for a connection no worker loop serves.
-    let state: UnsafeMutablePointer<ConnectionState>?
 
     init(
         fileDescriptor: Int32, listener: Listener,
-        peerAddress: UnsafePointer<sockaddr_storage>? = nil, peerAddressLength: socklen_t = 0,
-        state: UnsafeMutablePointer<ConnectionState>? = nil
+        peerAddress: UnsafePointer<sockaddr_storage>? = nil, peerAddressLength: socklen_t = 0
     ) {
         self.fileDescriptor = fileDescriptor
         self.listener = listener
         self.peerAddress = peerAddress
         self.peerAddressLength = peerAddressLength
-        self.state = state
     }
 
     /// Takes the socket over: the worker will not close it after the handler returns, and the
@@ -40,7 +35,7 @@ public struct Connection {
     /// Connections a handler keeps this way are its to wind down in
     /// ``ConnectionHandler/finish(_:)`` when the worker stops.
     public func detach() -> Int32 {
-        state?.pointee.detached = true
+        ConnectionState.markDetached()
         return fileDescriptor
     }
 
@@ -56,11 +51,7 @@ public struct Connection {
     /// destination the PROXY header named; otherwise the socket's own (`getsockname`, asked only
     /// when this is read).
     public var localAddress: SocketAddress {
-        if let state, state.pointee.proxiedLocalLength > 0 {
-            return withUnsafePointer(to: &state.pointee.proxiedLocal) {
-                SocketAddress($0, length: state.pointee.proxiedLocalLength)
-            }
-        }
+        if let proxied = ConnectionState.proxiedLocal(on: listener.fileDescriptor) { return proxied }
         return (try? SocketAddress.local(of: FileDescriptor(rawValue: fileDescriptor)).get()) ?? .none
     }
 
@@ -156,34 +147,6 @@ public struct Connection {
         var value = timeval(tv_sec: Int(seconds), tv_usec: microseconds)
         guard setsockopt(fileDescriptor, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size)) == 0
         else { throw .failed(SystemCallError.current("setsockopt SO_RCVTIMEO")) }
-    }
-}
-
-/// What the worker keeps about its current connection besides the socket: one per worker,
-/// allocated once and reused, so that a connection nobody detaches costs no allocation.
-struct ConnectionState {
-    /// The handler took the socket over (``Connection/detach()``): the worker must not close it.
-    var detached = false
-    /// The length of ``proxiedLocal``; 0 when no PROXY header named a destination.
-    var proxiedLocalLength: socklen_t = 0
-    /// The destination a PROXY header named.
-    var proxiedLocal = sockaddr_storage()
-
-    /// Records a PROXY header's destination as the connection's local address.
-    mutating func store(local address: SocketAddress) {
-        address.withUnsafeSockaddr { address, length in
-            withUnsafeMutableBytes(of: &proxiedLocal) {
-                $0.copyMemory(from: UnsafeRawBufferPointer(start: address, count: Int(length)))
-            }
-            proxiedLocalLength = length
-        }
-    }
-
-    /// A zeroed state, for the worker's lifetime.
-    static func allocate() -> UnsafeMutablePointer<ConnectionState> {
-        let state = UnsafeMutablePointer<ConnectionState>.allocate(capacity: 1)
-        state.initialize(to: ConnectionState())
-        return state
     }
 }
 

@@ -27,8 +27,10 @@ struct ServeLoop {
     let buffer: UnsafeMutableRawBufferPointer
     /// Where accept4 leaves the client's address.
     let peer: PeerAddressBuffer
-    /// Whether the handler detached the current connection; reused by every connection.
-    let state: UnsafeMutablePointer<ConnectionState>
+    /// Per listener: the PROXY header its connections must start with, if any.
+    let proxyPolicies: [ProxyProtocolPolicy]
+    /// Reads PROXY headers; nil when no listener requires one.
+    let proxyIntake: ProxyHeaderIntake?
     /// Keeps the lines clients can cause (initial reads that time out or are reset) to a few per
     /// ten seconds.
     let clientEvents = ClientEventLimiter()
@@ -39,15 +41,18 @@ struct ServeLoop {
 
     init(
         listeners: [Listener], epoll: Int32, context: WorkerContext, slot: SlotWriter, connectionLimit: Int,
-        buffer: UnsafeMutableRawBufferPointer, peer: PeerAddressBuffer, answersSilentClients: [Bool]
+        buffer: UnsafeMutableRawBufferPointer, peer: PeerAddressBuffer, answersSilentClients: [Bool],
+        proxyPolicies: [ProxyProtocolPolicy], initialTimeout: Duration
     ) {
         self.connectionLimit = connectionLimit
         self.modes = listeners.indices.map { index in
             ListenerMode(
                 defersAccept: Self.defersAccept(listeners[index].fileDescriptor),
-                answersSilentClients: answersSilentClients[index])
+                answersSilentClients: answersSilentClients[index], acceptsProxy: proxyPolicies[index].isRequired)
         }
-        self.state = ConnectionState.allocate()
+        self.proxyPolicies = proxyPolicies
+        self.proxyIntake =
+            proxyPolicies.contains(where: \.isRequired) ? ProxyHeaderIntake(initialTimeout: initialTimeout) : nil
         self.listeners = listeners
         self.epoll = epoll
         self.context = context
@@ -99,7 +104,7 @@ struct ServeLoop {
             let mode = onlyFD >= 0 ? onlyMode : modes[listenerIndex]
             serveConnection(fd, listenerIndex: listenerIndex, mode: mode, handler: &handler)
             // A detached socket is the handler's now; the flag is reset for the next connection.
-            if state.pointee.detached { state.pointee.detached = false } else { close(fd) }
+            if !ConnectionState.takeDetached() { close(fd) }
             served &+= 1
             if served >= connectionLimit { return .recycled }
         }
@@ -111,20 +116,19 @@ struct ServeLoop {
         _ fd: Int32, listenerIndex: Int, mode: ListenerMode, handler: inout Handler
     ) {
         let count: Int
-        do {
-            count = try readInitialData(from: fd, into: buffer, immediate: mode.defersAccept)
-        } catch .initialReadTimedOut where mode.answersSilentClients {
-            // The server speaks first: the handler gets the connection with no initial data.
-            count = 0
-        } catch {
-            switch error {
-            case .initialReadTimedOut: slot.count(.initialReadTimeout)
-            case .peerClosedBeforeSending: slot.count(.closedBeforeSending)
-            case .connectionReset: slot.count(.reset)
-            default: break
+        if mode.acceptsProxy {
+            guard let received = readBehindProxy(fd, listenerIndex: listenerIndex, mode: mode) else { return }
+            count = received
+        } else {
+            do {
+                count = try readInitialData(from: fd, into: buffer, immediate: mode.defersAccept)
+            } catch .initialReadTimedOut where mode.answersSilentClients {
+                // The server speaks first: the handler gets the connection with no initial data.
+                count = 0
+            } catch {
+                countAndLog(error)
+                return
             }
-            logInitialReadFailure(error)
-            return
         }
         slot.enterHandling()
         if logsDebug {
@@ -134,11 +138,11 @@ struct ServeLoop {
         }
         let connection = Connection(
             fileDescriptor: fd, listener: listeners[listenerIndex],
-            peerAddress: UnsafePointer(peer.storage), peerAddressLength: peer.length.pointee, state: state)
+            peerAddress: UnsafePointer(peer.storage), peerAddressLength: peer.length.pointee)
         do {
             // 1 ≤ count ≤ buffer.count from the read above (0 for a silent client its handler
-            // answers). The span only borrows the worker's
-            // buffer: the handler cannot keep it past this call.
+            // answers). The span only borrows the worker's buffer: the handler cannot keep it
+            // past this call.
             let initialData = Span<UInt8>(
                 _unsafeElements: UnsafeBufferPointer(
                     start: buffer.baseAddress!.bindMemory(to: UInt8.self, capacity: count), count: count))
@@ -152,6 +156,37 @@ struct ServeLoop {
         }
     }
 
+    /// The initial read that failed, counted in the slot and logged (a few lines per window).
+    private func countAndLog(_ error: AcceptError) {
+        switch error {
+        case .initialReadTimedOut: slot.count(.initialReadTimeout)
+        case .peerClosedBeforeSending: slot.count(.closedBeforeSending)
+        case .connectionReset: slot.count(.reset)
+        default: break
+        }
+        logInitialReadFailure(error)
+    }
+
+    /// The initial read of a listener with `accept-proxy`: the peer's trust, the header, then the
+    /// client's first bytes (see ``ProxyHeaderIntake``). Their count, or nil when the connection
+    /// is to be closed (counted and logged here). Out of line: no other listener pays for it.
+    @inline(never)
+    private func readBehindProxy(_ fd: Int32, listenerIndex: Int, mode: ListenerMode) -> Int? {
+        do {
+            return try proxyIntake!.read(
+                from: fd, policy: proxyPolicies[listenerIndex], listener: listeners[listenerIndex].fileDescriptor,
+                peer: peer, into: buffer, answersSilentClients: mode.answersSilentClients)
+        } catch .connection(let error) {
+            countAndLog(error)
+        } catch .headerTimedOut {
+            slot.count(.initialReadTimeout)
+            logClientEvent(level: .info, "\(ProxyIntakeError.headerTimedOut)")
+        } catch {
+            logClientEvent(level: .warning, "\(error)")
+        }
+        return nil
+    }
+
     /// How one listener's connections start; a few flags, copied per connection at no cost.
     struct ListenerMode {
         /// It defers accepts until the first bytes arrive (TCP_DEFER_ACCEPT), so the initial read
@@ -159,6 +194,8 @@ struct ServeLoop {
         let defersAccept: Bool
         /// Its handler takes clients that send nothing within `initial-timeout`.
         let answersSilentClients: Bool
+        /// Its connections start with a PROXY header (`accept-proxy`).
+        let acceptsProxy: Bool
     }
 
     /// Whether `listener` has TCP_DEFER_ACCEPT set (by preforkd, or by systemd's `DeferAcceptSec=`).
@@ -189,13 +226,18 @@ struct ServeLoop {
         case .peerClosedBeforeSending, .stopRequested: level = .debug
         default: level = .info
         }
+        logClientEvent(level: level, "\(error)")
+    }
+
+    /// "Connection from PEER closed: REASON", within the limit on lines clients can cause.
+    private func logClientEvent(level: Logger.Level, _ reason: String) {
         guard context.logger.logLevel <= level else { return }
         let (allowed, suppressed) = clientEvents.admit(now: Monotonic.now())
         guard allowed else { return }
         let peer = peerText
         let note = suppressed > 0 ? " (\(suppressed) similar lines left out before this one)" : ""
         context.logger.log(
-            level: level, "Connection from \(peer) closed: \(error)\(note)", metadata: ["peer": "\(peer)"])
+            level: level, "Connection from \(peer) closed: \(reason)\(note)", metadata: ["peer": "\(peer)"])
     }
 
     /// Waits in epoll for any listener, then accepts from it; returns the socket and the

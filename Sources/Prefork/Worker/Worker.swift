@@ -24,6 +24,10 @@ struct Worker<Handler: ConnectionHandler> {
     let initialBytes: Int
     /// `max-connections-per-worker` (0: no limit).
     let maxConnections: Int
+    /// `initial-timeout`, which also bounds reading a PROXY header.
+    let initialTimeout: Duration
+    /// Per listener: the PROXY header its connections must start with, if any.
+    let proxyPolicies: [ProxyProtocolPolicy]
     var context: WorkerContext
     let slot: SlotWriter
     /// Write end of the supervisor's boot pipe: a byte here wakes the supervisor once this worker
@@ -64,7 +68,7 @@ struct Worker<Handler: ConnectionHandler> {
             connectionLimit: Self.connectionLimit(maxConnections),
             buffer: UnsafeMutableRawBufferPointer.allocate(byteCount: initialBytes, alignment: 16),
             peer: PeerAddressBuffer.inSlot(slot.slot),
-            answersSilentClients: answersSilentClients)
+            answersSilentClients: answersSilentClients, proxyPolicies: proxyPolicies, initialTimeout: initialTimeout)
         // The loop works on its own copy of the handler: a local the compiler sees whole, where a
         // stored property of this generic struct would be reached through its type's metadata.
         var handler = self.handler

@@ -52,6 +52,8 @@ enum WorkerProcess {
         var worker = Worker(
             handler: handler, listeners: launch.listeners, initialBytes: launch.setup.configuration.initialBytes,
             maxConnections: launch.setup.configuration.maxConnectionsPerWorker,
+            initialTimeout: launch.setup.configuration.initialTimeout,
+            proxyPolicies: launch.listeners.map { launch.setup.configuration.proxyProtocol(forListenerNamed: $0.name) },
             context: context, slot: SlotWriter(slot: launch.slot), bootPipe: launch.bootPipe)
         worker.run()
     }
