@@ -181,6 +181,21 @@ import Testing
         }
     }
 
+    @Test func aClientAddressFromATrustedProxyHeaderTravelsOnToTheUpstream() throws {
+        let upstream = try TestUpstream(name: "up")
+        defer { upstream.stop() }
+        let forwarder = try Forwarder(
+            routes: Self.route("up", "", [upstream.address()], extra: "send-proxy = \"v1\""),
+            settings: "accept-proxy = \"v1\"\naccept-proxy-from = [\"127.0.0.0/8\"]")
+        defer { forwarder.stop() }
+        let client = try Client(port: forwarder.port)
+        defer { client.close() }
+        try client.send("PROXY TCP4 192.0.2.7 198.51.100.1 1234 443\r\nhello")
+        let received = try upstream.waitForConnections(1, bytes: 5)[0]
+        #expect(String(decoding: received, as: UTF8.self) == "PROXY TCP4 192.0.2.7 198.51.100.1 1234 443\r\nhello")
+        try forwarder.daemon.waitForLog("Connection from 192.0.2.7:1234 forwarded to")
+    }
+
     @Test func relayedConnectionsDoNotHoldTheirWorkers() throws {
         let upstream = try TestUpstream(name: "up")
         defer { upstream.stop() }
