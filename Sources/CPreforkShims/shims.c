@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
@@ -261,3 +263,38 @@ void pf_slot_store_boot_errno(pf_slot *slot, int32_t value) {
 int32_t pf_slot_load_boot_errno(const pf_slot *slot) { return __atomic_load_n(&slot->boot_errno, __ATOMIC_RELAXED); }
 
 pf_connection_state pf_connection = {.detached = 0, .proxied_listener = -1};
+
+int pf_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+int pf_set_cloexec(int fd, int on) {
+    int flags = fcntl(fd, F_GETFD);
+    if (flags < 0) return -1;
+    int wanted = on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC);
+    return wanted == flags ? 0 : fcntl(fd, F_SETFD, wanted);
+}
+
+int pf_spawn_probe(const char *path, char *const argv[], char *const envp[], int stdout_fd, pid_t *pid) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    int result = posix_spawn_file_actions_init(&actions);
+    if (result != 0) return result;
+    result = posix_spawnattr_init(&attributes);
+    if (result != 0) {
+        posix_spawn_file_actions_destroy(&actions);
+        return result;
+    }
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, stdout_fd, 1);
+    posix_spawnattr_setsigmask(&attributes, &none);
+    posix_spawnattr_setsigdefault(&attributes, &all);
+    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    result = posix_spawn(pid, path, &actions, &attributes, argv, envp);
+    posix_spawnattr_destroy(&attributes);
+    posix_spawn_file_actions_destroy(&actions);
+    return result;
+}
+
+int pf_execve(const char *path, char *const argv[], char *const envp[]) { return execve(path, argv, envp); }

@@ -121,6 +121,13 @@ public struct PreforkServer {
         } catch {
             throw StartupError(.configuration, "\(error)")
         }
+        // The probe of an in-place upgrade: this binary loads and its setup is valid; answer, and
+        // touch nothing of the running service.
+        if let nonce = UpgradeProbe.requestedNonce {
+            UpgradeProbe.respond(nonce: nonce)
+            return .success
+        }
+        let handover = try UpgradeHandover.take()
         let inherited: [ActivatedSocket]
         do {
             // Unsets LISTEN_*: workers and anything they run never see them.
@@ -133,7 +140,8 @@ public struct PreforkServer {
         if let level = setup.logLevel { logger.logLevel = level }
         // Before any socket is opened, and inherited by every worker.
         try OpenFileLimit.apply(setup.configuration.openFiles, logger: logger)
-        let supervisor = try Supervisor(setup: setup, inherited: inherited, loader: loader, logger: logger)
+        let supervisor = try Supervisor(
+            setup: setup, inherited: inherited, handover: handover, loader: loader, logger: logger)
         return supervisor.run()
     }
 }

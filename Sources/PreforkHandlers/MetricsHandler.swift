@@ -110,6 +110,9 @@ public struct MetricsHandler: ConnectionHandler, BuiltInHandler {
         family(
             "preforkd_reloads_total", "counter", "Reloads (SIGHUP), by result.",
             report.counters.reloads.map { ("{result=\"\($0.result)\"}", "\($0.count)") })
+        family(
+            "preforkd_upgrades_total", "counter", "In-place upgrades (SIGUSR2), by result.",
+            report.counters.upgrades.map { ("{result=\"\($0.result)\"}", "\($0.count)") })
         family("preforkd_generation", "gauge", "The worker generation serving now.", [("", "\(report.generation)")])
         family(
             "preforkd_start_time_seconds", "gauge", "When the supervisor started, in seconds since the epoch.",

@@ -37,6 +37,17 @@ int pf_set_parent_death_signal(int sig);
 int pf_set_process_name(const char *name);
 /// Number of threads in this process (from /proc/self/stat), or -1.
 int pf_thread_count(void);
+/// memfd_create(2) with MFD_CLOEXEC: anonymous shared memory that has a descriptor, so that an
+/// in-place upgrade can map it again after exec.
+int pf_memfd_create(const char *name);
+/// Sets (on != 0) or clears FD_CLOEXEC on `fd`. Returns -1 on error.
+int pf_set_cloexec(int fd, int on);
+/// posix_spawn of `path` with `argv` and `envp`, its stdout on `stdout_fd`, stdin on /dev/null,
+/// every signal unblocked and at its default disposition (the supervisor's mask is not the
+/// child's business). Returns 0 and the child's pid in `*pid`, or an errno value.
+int pf_spawn_probe(const char *path, char *const argv[], char *const envp[], int stdout_fd, pid_t *pid);
+/// execve(2); returns only on failure (-1, errno set).
+int pf_execve(const char *path, char *const argv[], char *const envp[]);
 /// CLOCK_MONOTONIC in nanoseconds.
 uint64_t pf_monotonic_ns(void);
 /// CLOCK_MONOTONIC_COARSE in nanoseconds: the time of the last clock tick (1–4 ms resolution).

@@ -65,6 +65,9 @@ struct Scoreboard {
     let capacity: Int
     /// The file it lives in, when it has one.
     let file: String?
+    /// The status file or memfd the board is mapped from, kept open (close-on-exec) by the
+    /// supervisor for an in-place upgrade; -1 for a board mapped only for reading.
+    let descriptor: Int32
     /// Its header and slots, for a reader in this process (a worker's metrics handler).
     let memory: UnsafeRawPointer
     let size: Int
@@ -78,24 +81,52 @@ struct Scoreboard {
     /// Every worker inherits the mapping across fork either way.
     init(capacity: Int, file: String? = nil) throws(SystemCallError) {
         let bytes = ScoreboardHeader.size + capacity * MemoryLayout<pf_slot>.stride
-        var fd: Int32 = -1
+        // Never an existing file: another supervisor's workers may have it mapped, and
+        // truncating it under them would crash them. A stale one (its writer gone) is replaced;
+        // only then is an existing file read. Without a file, a memfd: anonymous shared memory
+        // that an in-place upgrade can still map after exec, through its descriptor.
+        let fd: Int32
         if let file {
-            // Never an existing file: another supervisor's workers may have it mapped, and
-            // truncating it under them would crash them. A stale one (its writer gone) is replaced;
-            // only then is an existing file read.
             fd = try Self.createExclusively(file)
-            if case .failure(let errno) = nothingOrErrno({ ftruncate(fd, off_t(bytes)) }) {
-                close(fd)
-                throw SystemCallError("ftruncate", file, errno: errno)
-            }
+        } else {
+            fd = try valueOrErrno { pf_memfd_create("preforkd-scoreboard") }.get("memfd_create", "scoreboard")
         }
-        defer { if fd >= 0 { close(fd) } }
-        let flags = fd >= 0 ? MAP_SHARED : MAP_SHARED | MAP_ANONYMOUS
-        let memory = mmap(nil, bytes, PROT_READ | PROT_WRITE, flags, fd, 0)
-        guard let memory, memory != MAP_FAILED else { throw SystemCallError.current("mmap", file ?? "scoreboard") }
-        self.init(mappedAt: memory, size: bytes, capacity: capacity, file: file)
+        if case .failure(let errno) = nothingOrErrno({ ftruncate(fd, off_t(bytes)) }) {
+            close(fd)
+            throw SystemCallError("ftruncate", file ?? "scoreboard", errno: errno)
+        }
+        let memory = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        guard let memory, memory != MAP_FAILED else {
+            let error = SystemCallError.current("mmap", file ?? "scoreboard")
+            close(fd)
+            throw error
+        }
+        self.init(mappedAt: memory, size: bytes, capacity: capacity, file: file, descriptor: fd)
         ScoreboardHeader.writeIdentity(to: header, supervisor: getpid(), capacity: capacity)
     }
+
+    /// The board an earlier image of this same supervisor process handed over across an in-place
+    /// upgrade: `descriptor` (the status file or the memfd) is mapped again, slots and header as
+    /// they are, so that the workers it lists can be adopted. Throws when it is no scoreboard of
+    /// this layout (an upgrade across layout versions).
+    init(adopting descriptor: Int32, file: String?) throws(SystemCallError) {
+        var info = stat()
+        guard fstat(descriptor, &info) == 0 else { throw SystemCallError.current("fstat", "scoreboard") }
+        let bytes = Int(info.st_size)
+        let memory = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor, 0)
+        guard let memory, memory != MAP_FAILED else { throw SystemCallError.current("mmap", file ?? "scoreboard") }
+        guard bytes >= ScoreboardHeader.size, let contents = ScoreboardHeader.read(memory),
+            bytes >= ScoreboardHeader.size + contents.capacity * MemoryLayout<pf_slot>.stride
+        else {
+            munmap(memory, bytes)
+            throw SystemCallError("mmap", "scoreboard of another layout version", errno: .invalidArgument)
+        }
+        _ = pf_set_cloexec(descriptor, 1)
+        self.init(mappedAt: memory, size: bytes, capacity: contents.capacity, file: file, descriptor: descriptor)
+    }
+
+    /// What the header says now (counters, generation), for an adopting image.
+    var headerContents: ScoreboardHeader.Contents? { ScoreboardHeader.read(header) }
 
     /// Creates `file` for a new board: O_EXCL, so an existing one is looked at first, and
     /// replaced only when the supervisor that wrote it is gone.
@@ -122,10 +153,14 @@ struct Scoreboard {
             size >= ScoreboardHeader.size + contents.capacity * MemoryLayout<pf_slot>.stride
         else { return nil }
         self.init(
-            mappedAt: UnsafeMutableRawPointer(mutating: memory), size: size, capacity: contents.capacity, file: nil)
+            mappedAt: UnsafeMutableRawPointer(mutating: memory), size: size, capacity: contents.capacity, file: nil,
+            descriptor: -1)
     }
 
-    private init(mappedAt memory: UnsafeMutableRawPointer, size: Int, capacity: Int, file: String?) {
+    private init(
+        mappedAt memory: UnsafeMutableRawPointer, size: Int, capacity: Int, file: String?, descriptor: Int32
+    ) {
+        self.descriptor = descriptor
         header = memory
         base = (memory + ScoreboardHeader.size).bindMemory(to: pf_slot.self, capacity: capacity)
         self.capacity = capacity
@@ -157,6 +192,17 @@ struct Scoreboard {
     func slot(_ index: Int) -> UnsafeMutablePointer<pf_slot> {
         precondition(index >= 0 && index < capacity, "scoreboard slot \(index) out of range")
         return base + index
+    }
+
+    /// Every worker the board lists (pid recorded, slot not free): what an upgraded image adopts.
+    func liveWorkers() -> [PoolPolicy.Adoptee] {
+        (0..<capacity).compactMap { index in
+            let pid = self.pid(index)
+            let stage = self.stage(index)
+            guard pid > 0, stage != .free else { return nil }
+            return PoolPolicy.Adoptee(
+                pid: pid, slot: index, generation: generation(index), booted: stage >= .accepting)
+        }
     }
 
     /// A slot no worker holds, if any.

@@ -11,7 +11,7 @@ package enum ScoreboardHeader {
     static let size = 4096
     /// "PFKD", then a layout version: a reader refuses anything else.
     static let magic: UInt32 = 0x444B_4650
-    static let version: UInt32 = 2
+    static let version: UInt32 = 3
 
     private static let magicOffset = 0
     private static let versionOffset = 4
@@ -51,9 +51,13 @@ package enum ScoreboardHeader {
         var reloadsCommitted: UInt64 = 0
         var reloadsRolledBack: UInt64 = 0
         var reloadsRejected: UInt64 = 0
+        /// In-place upgrades (SIGUSR2): a new image whose generation took over; one that failed
+        /// (probe, exec, or the new generation's boot) with the old workers still serving.
+        var upgradesCompleted: UInt64 = 0
+        var upgradesFailed: UInt64 = 0
 
         /// The number of words ``values`` has in the header.
-        static let count = Scoreboard.Outcome.allCases.count + 9
+        static let count = Scoreboard.Outcome.allCases.count + 11
 
         init() {}
 
@@ -61,7 +65,7 @@ package enum ScoreboardHeader {
         var values: [UInt64] {
             failedConnections + [
                 exitsBootFailure, exitsCrash, exitsRecycled, exitsDeadline, killsReading, killsHandling,
-                reloadsCommitted, reloadsRolledBack, reloadsRejected,
+                reloadsCommitted, reloadsRolledBack, reloadsRejected, upgradesCompleted, upgradesFailed,
             ]
         }
 
@@ -73,6 +77,7 @@ package enum ScoreboardHeader {
             (exitsBootFailure, exitsCrash, exitsRecycled, exitsDeadline) = (rest[0], rest[1], rest[2], rest[3])
             (killsReading, killsHandling) = (rest[4], rest[5])
             (reloadsCommitted, reloadsRolledBack, reloadsRejected) = (rest[6], rest[7], rest[8])
+            (upgradesCompleted, upgradesFailed) = (rest[9], rest[10])
         }
 
         /// Connections that did not end well, by outcome label: `initial_read_timeout`,
@@ -94,6 +99,10 @@ package enum ScoreboardHeader {
         /// Reloads by result: `committed`, `rolled_back`, `rejected`.
         package var reloads: [(result: String, count: UInt64)] {
             [("committed", reloadsCommitted), ("rolled_back", reloadsRolledBack), ("rejected", reloadsRejected)]
+        }
+        /// In-place upgrades by result: `completed`, `failed`.
+        package var upgrades: [(result: String, count: UInt64)] {
+            [("completed", upgradesCompleted), ("failed", upgradesFailed)]
         }
     }
 

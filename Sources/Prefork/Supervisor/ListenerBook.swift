@@ -38,6 +38,13 @@ struct ListenerBook {
         }
     }
 
+    /// The FDNAME under which systemd's fd store holds `listener`, if it does.
+    func storedName(of listener: Listener) -> String? { storedNames[listener.fileDescriptor] }
+
+    /// Notes that the fd store holds `fileDescriptor` already (an image before an in-place
+    /// upgrade stored it): it is not stored twice, and leaves the store as any stored one does.
+    mutating func markStored(_ fileDescriptor: Int32, name: String) { storedNames[fileDescriptor] = name }
+
     /// Descriptors a freshly forked worker must close: listeners a pending reload dropped.
     var droppedDescriptors: [Int32] { transaction?.removed.map(\.fileDescriptor) ?? [] }
 

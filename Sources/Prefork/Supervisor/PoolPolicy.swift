@@ -89,6 +89,16 @@ struct PoolPolicy {
         case reload
         /// TTIN / TTOU.
         case addWorker, removeWorker
+        /// USR2: re-execute the binary in place (see Upgrade.swift).
+        case upgrade
+    }
+
+    /// A worker an upgraded image found in the scoreboard its previous image handed over.
+    struct Adoptee: Equatable {
+        let pid: Int32
+        let slot: Int
+        let generation: Int
+        let booted: Bool
     }
 
     /// What happened.
@@ -112,6 +122,11 @@ struct PoolPolicy {
         case reloadRejected(reason: String)
         /// Each live worker's stage, read from the scoreboard (deadlines are judged on it).
         case progress([Progress])
+        /// The new image of an in-place upgrade found these workers running; `serving` is the
+        /// generation that served before the exec.
+        case adopted([Adoptee], serving: Int)
+        /// An upgrade failed before exec (probe, exec): the old image carries on.
+        case upgradeFailed(reason: String)
         /// Time passed.
         case tick
     }
@@ -135,6 +150,9 @@ struct PoolPolicy {
         case commitReload(generation: Int)
         /// The new generation cannot boot: close the listeners it added, restore the old setup.
         case rollBackReload(generation: Int, restoring: Int)
+        /// Probe the binary for an in-place upgrade, then exec it once the pool is steady; report
+        /// ``Event/upgradeFailed(reason:)`` when it cannot be done.
+        case prepareUpgrade
         /// RELOADING=1.
         case notifyReloading
         /// STOPPING=1.
@@ -160,6 +178,8 @@ struct PoolPolicy {
         let previousLimits: Limits
         /// The new generation must be whole by then, or the reload is rolled back.
         let deadline: UInt64
+        /// Started by a new image after an in-place upgrade, beside the adopted workers.
+        var upgrade = false
     }
 
     enum Phase: Equatable {
@@ -187,6 +207,8 @@ struct PoolPolicy {
     private(set) var reload: PendingReload?
     /// A HUP that came while a reload (or a rollback's recovery) was still under way.
     private(set) var reloadQueued = false
+    /// A USR2 that came while the pool was not steady: it is carried out once it is.
+    private(set) var upgradeQueued = false
     /// READY=1 is owed once the current generation is whole (at start, after a reload or a rollback).
     private var readyOwed = true
     private var readyNote: String?
@@ -234,6 +256,12 @@ struct PoolPolicy {
         phase == .running && consecutiveBootFailures < Self.maximumBootFailures
             && workers.values.contains { $0.booted && !$0.killed }
     }
+
+    /// Running, with no reload under way and READY=1 sent: an upgrade may exec now.
+    var isSteady: Bool { phase == .running && reload == nil && !readyOwed }
+
+    /// Takes the counters an earlier image of this process published (an in-place upgrade).
+    mutating func restore(counters: ScoreboardHeader.Counters) { self.counters = counters }
 
     /// When the drain of a stop ends (SIGKILL for the rest), while one runs.
     var drainDeadline: UInt64? {
@@ -297,6 +325,13 @@ struct PoolPolicy {
                 lastScaleCheckAt = now
                 if reload == nil { scale(samples, now: now, into: &actions) }
             }
+        case .adopted(let adoptees, let serving):
+            adopt(adoptees, serving: serving, now: now, into: &actions)
+        case .upgradeFailed(let reason):
+            counters.upgradesFailed += 1
+            actions.append(.log(.error, "SIGUSR2: upgrade failed, generation \(generation) keeps serving: \(reason)"))
+            actions.append(.notifyReady(note: "Upgrade failed: \(reason)"))
+            startQueuedReload(into: &actions)
         case .reloadRejected(let reason):
             counters.reloadsRejected += 1
             actions.append(.log(.error, "SIGHUP: reload rejected, keeping generation \(generation): \(reason)"))
@@ -368,16 +403,54 @@ struct PoolPolicy {
             limits.workers -= 1
             actions.append(.log(.info, "SIGTTOU: workers \(limits.workers + 1) → \(limits.workers)"))
             retireSurplus(now: now, into: &actions)
+        case .upgrade:
+            guard phase == .running else { return }
+            guard isSteady else {
+                upgradeQueued = true
+                actions.append(
+                    .log(.info, "SIGUSR2: generation \(generation) is still starting; upgrading once it serves"))
+                return
+            }
+            actions.append(.notifyReloading)
+            actions.append(.prepareUpgrade)
         }
     }
 
+    /// The first event of an upgraded image: the workers its previous image left are the serving
+    /// generation (older ones were already told to stop), and a generation of this image's own
+    /// starts beside them, as on a reload; they are told to stop once it is whole. RELOADING=1
+    /// went out before the exec.
+    private mutating func adopt(_ adoptees: [Adoptee], serving: Int, now: UInt64, into actions: inout [Action]) {
+        generation = serving
+        lastGeneration = max(serving, adoptees.map(\.generation).max() ?? 0)
+        readyOwed = false
+        for adoptee in adoptees {
+            var worker = Worker(
+                pid: adoptee.pid, slot: adoptee.slot, generation: adoptee.generation, forkedAt: now,
+                booted: adoptee.booted)
+            if adoptee.generation != serving {
+                worker.retiredAt = now
+                worker.killAt = now + limits.gracefulTimeoutNs
+            }
+            workers[adoptee.pid] = worker
+        }
+        actions.append(
+            .log(
+                .info,
+                "SIGUSR2: upgraded in place; adopted \(adoptees.count) workers of generation \(serving), starting generation \(lastGeneration + 1) with \(limits.workers) workers"
+            ))
+        startGeneration(limits, now: now, upgrade: true, into: &actions)
+    }
+
     /// A reload's configuration is ready: its generation starts beside the serving one.
-    private mutating func startGeneration(_ next: Limits, now: UInt64, into actions: inout [Action]) {
+    private mutating func startGeneration(
+        _ next: Limits, now: UInt64, upgrade: Bool = false, into actions: inout [Action]
+    ) {
         guard phase == .running else { return }
         lastGeneration += 1
         reload = PendingReload(
             generation: lastGeneration, previous: generation, previousLimits: limits,
-            deadline: now + next.bootTimeoutNs)
+            deadline: now + next.bootTimeoutNs, upgrade: upgrade)
         generation = lastGeneration
         limits = next
         extraWorkers = 0
@@ -385,6 +458,7 @@ struct PoolPolicy {
         consecutiveBootFailures = 0
         respawnDelayNs = 0
         nextForkAt = 0
+        guard !upgrade else { return }
         actions.append(.notifyReloading)
         actions.append(
             .log(.info, "SIGHUP: reloading; starting generation \(generation) with \(limits.workers) workers"))
@@ -476,11 +550,11 @@ struct PoolPolicy {
     /// that one is whole again.
     private mutating func rollBack(reason: String, now: UInt64, into actions: inout [Action]) {
         guard let pending = reload else { return }
-        counters.reloadsRolledBack += 1
+        if pending.upgrade { counters.upgradesFailed += 1 } else { counters.reloadsRolledBack += 1 }
         actions.append(
             .log(
                 .error,
-                "Reload abandoned: generation \(pending.generation) \(reason); generation \(pending.previous) keeps serving"
+                "\(pending.upgrade ? "Upgrade" : "Reload") abandoned: generation \(pending.generation) \(reason); generation \(pending.previous) keeps serving"
             ))
         generation = pending.previous
         limits = pending.previousLimits
@@ -501,7 +575,8 @@ struct PoolPolicy {
         respawnDelayNs = 0
         nextForkAt = 0
         readyOwed = true
-        readyNote = "Reload failed (\(reason))"
+        readyNote =
+            pending.upgrade ? "Upgrade failed: generation \(pending.generation) \(reason)" : "Reload failed (\(reason))"
     }
 
     private mutating func fail(_ reason: String, errno: Errno, into actions: inout [Action]) {
@@ -638,7 +713,7 @@ struct PoolPolicy {
                         .info, "Generation \(generation) accepting; retiring \(old.count) workers of the previous one"))
                 for pid in old { retire(pid, now: now, killAt: now + limits.gracefulTimeoutNs, into: &actions) }
                 actions.append(.commitReload(generation: pending.generation))
-                counters.reloadsCommitted += 1
+                if pending.upgrade { counters.upgradesCompleted += 1 } else { counters.reloadsCommitted += 1 }
                 reload = nil
                 readyOwed = true
             }
@@ -648,6 +723,7 @@ struct PoolPolicy {
                 actions.append(.notifyReady(note: readyNote))
                 readyNote = nil
                 startQueuedReload(into: &actions)
+                startQueuedUpgrade(into: &actions)
             }
         }
         // Healthy again: the pool is whole and booted, and has stayed so past a young death's span.
@@ -659,6 +735,13 @@ struct PoolPolicy {
         if now >= nextForkAt, servingCount < targetCount {
             actions.append(.fork(generation: generation))
         }
+    }
+
+    private mutating func startQueuedUpgrade(into actions: inout [Action]) {
+        guard upgradeQueued, isSteady else { return }
+        upgradeQueued = false
+        actions.append(.notifyReloading)
+        actions.append(.prepareUpgrade)
     }
 
     private mutating func startQueuedReload(into actions: inout [Action]) {

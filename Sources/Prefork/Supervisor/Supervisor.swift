@@ -29,22 +29,41 @@ final class Supervisor {
     private var exitCode: PreforkExitCode?
     /// The status file the scoreboard lives in, removed on exit; nil without one.
     private var statusFile: String?
+    /// The binary's path at start: where an in-place upgrade finds the new one.
+    private let executablePath = UpgradeAttempt.executablePath()
+    /// An in-place upgrade under way (its probe running, or passed and waiting to exec).
+    private var upgrade: UpgradeAttempt?
+    /// What the previous image handed over when this one was started by an in-place upgrade.
+    private let handover: UpgradeHandover?
 
-    init(setup: ServerSetup, inherited: [ActivatedSocket], loader: @escaping PreforkServer.Loader, logger: Logger)
-        throws(StartupError)
-    {
+    init(
+        setup: ServerSetup, inherited: [ActivatedSocket], handover: UpgradeHandover? = nil,
+        loader: @escaping PreforkServer.Loader, logger: Logger
+    ) throws(StartupError) {
         self.setup = setup
         self.loader = loader
         self.logger = logger
+        self.handover = handover
         ProcessRole.current = .supervisor
         // Started with stderr closed, the next socket would become fd 2 and receive log lines;
         // with stderr a pipe nobody reads, a log line must fail with EPIPE, not kill us.
         _ = pf_ensure_standard_fds()
         pf_ignore_sigpipe()
-        let bound = try ListenerAcquisition.acquire(setup.configuration, inherited: inherited, logger: logger)
+        // After an in-place upgrade the listeners are the previous image's, as they were: a
+        // change of `listen` in the configuration takes a reload.
+        let bound: [Listener]
+        if let handover {
+            bound = try handover.adoptListeners()
+        } else {
+            bound = try ListenerAcquisition.acquire(setup.configuration, inherited: inherited, logger: logger)
+        }
         do throws(SystemCallError) {
             try ListenerBook.apply(setup.configuration, to: bound, listenerCount: bound.count)
-            scoreboard = try Self.makeScoreboard(setup.configuration, logger: logger)
+            if let handover {
+                scoreboard = try Scoreboard(adopting: handover.scoreboard, file: handover.statusFile)
+            } else {
+                scoreboard = try Self.makeScoreboard(setup.configuration, logger: logger)
+            }
             signals = try SignalChannel()
             var fds: [Int32] = [-1, -1]
             guard pf_pipe2(&fds, O_CLOEXEC | O_NONBLOCK) == 0 else { throw SystemCallError.current("pipe2") }
@@ -58,14 +77,40 @@ final class Supervisor {
         listeners = ListenerBook(bound, logger: logger)
         policy = PoolPolicy(limits: Self.limits(of: setup.configuration))
         reporter = ServiceReporter(logger: logger)
-        for listener in bound { listeners.announce(listener, configuration: setup.configuration, reporter: &reporter) }
+        if let handover {
+            takeOver(handover)
+        } else {
+            for listener in bound {
+                listeners.announce(listener, configuration: setup.configuration, reporter: &reporter)
+            }
+        }
+    }
+
+    /// An upgraded image takes what its previous image counted and stored; the workers are
+    /// adopted when the loop starts.
+    private func takeOver(_ handover: UpgradeHandover) {
+        for entry in handover.listeners {
+            logger.info(
+                "Listening on \(listeners.current.first { $0.fileDescriptor == entry.fileDescriptor }?.address ?? entry.name) (kept across the upgrade)",
+                metadata: ["listener": "\(entry.name)", "origin": "\(entry.origin.rawValue)"])
+            if let name = entry.storedName { listeners.markStored(entry.fileDescriptor, name: name) }
+        }
+        if let header = scoreboard.headerContents {
+            policy.restore(counters: header.counters)
+            retiredConnections = header.retiredConnections
+            retiredOutcomes = header.counters.failedConnections
+        }
     }
 
     // MARK: - the loop
 
     /// Runs until every worker is gone after a stop; returns the exit status.
     func run() -> PreforkExitCode {
-        logger.info("Starting \(policy.limits.workers) workers", metadata: ["generation": "\(policy.generation)"])
+        if handover != nil, let header = scoreboard.headerContents {
+            dispatch(.adopted(scoreboard.liveWorkers(), serving: header.generation))
+        } else {
+            logger.info("Starting \(policy.limits.workers) workers", metadata: ["generation": "\(policy.generation)"])
+        }
         dispatch(.tick)
         publishScoreboard()
         while exitCode == nil {
@@ -84,6 +129,9 @@ final class Supervisor {
             }
             reporter.tick(status: statusLine(), healthy: policy.isHealthy)
             publishScoreboard()
+            // Last in the turn: every signal drained so far has been acted on; those that come
+            // later stay pending across the exec.
+            advanceUpgrade()
         }
         listeners.closeAll()
         if let statusFile { unlink(statusFile) }
@@ -115,6 +163,7 @@ final class Supervisor {
         case SIGHUP: .reload
         case SIGTTIN: .addWorker
         case SIGTTOU: .removeWorker
+        case SIGUSR2: .upgrade
         default: nil  // SIGCHLD only wakes the loop; reaping follows.
         }
     }
@@ -134,6 +183,7 @@ final class Supervisor {
             logOverdue(pid: pid, stage: stage, elapsedNs: elapsed, limitNs: limit)
             kill(pid, SIGKILL)
         case .prepareReload: prepareReload()
+        case .prepareUpgrade: prepareUpgrade()
         case .commitReload:
             listeners.commit(setup.configuration, reporter: &reporter)
             // The new level, like every other setting, is in force once its generation is.
@@ -172,7 +222,8 @@ final class Supervisor {
                 WorkerProcess.Launch(
                     supervisorPID: pid, slotIndex: slot, slot: scoreboard.slot(slot), generation: generation,
                     setup: setup, listeners: listeners.current,
-                    inheritedToClose: [signals.fileDescriptor, bootPipe.read] + listeners.droppedDescriptors,
+                    inheritedToClose: [signals.fileDescriptor, bootPipe.read, scoreboard.descriptor]
+                        + (upgrade.map { [$0.output] } ?? []) + listeners.droppedDescriptors,
                     bootPipe: bootPipe.write, logger: logger))
         }
         scoreboard.assign(slot, pid: child)
@@ -221,6 +272,10 @@ final class Supervisor {
         while true {
             var status: Int32 = 0
             guard case .success(let pid) = valueOrErrno({ waitpid(-1, &status, WNOHANG) }), pid > 0 else { return }
+            if pid == upgrade?.probe {
+                probeEnded(WaitStatus(rawValue: status))
+                continue
+            }
             guard let worker = policy.workers[pid] else { continue }
             // It may have booted and died between two turns of the loop.
             if !worker.booted && scoreboard.hasBooted(worker.slot, pid: pid) { dispatch(.booted(pid: pid)) }
@@ -230,6 +285,66 @@ final class Supervisor {
             for (index, count) in served.outcomes.enumerated() { retiredOutcomes[index] += count }
             dispatch(.exited(pid: pid, status: WaitStatus(rawValue: status), errno: errno))
         }
+    }
+
+    // MARK: - upgrade
+
+    /// SIGUSR2 on a steady pool: start the probe of the binary at the path this one started from.
+    private func prepareUpgrade() {
+        guard upgrade == nil else { return logger.info("SIGUSR2: an upgrade is already under way") }
+        guard let path = executablePath else {
+            return dispatch(.upgradeFailed(reason: "the running binary's path is unknown (/proc/self/exe)"))
+        }
+        switch UpgradeAttempt.start(path: path, arguments: CommandLine.arguments) {
+        case .success(let attempt):
+            upgrade = attempt
+            logger.info(
+                "SIGUSR2: upgrading in place to \(path); probing it first", metadata: ["probe.pid": "\(attempt.probe)"])
+        case .failure(let error):
+            dispatch(.upgradeFailed(reason: "\(error)"))
+        }
+    }
+
+    private func probeEnded(_ status: WaitStatus) {
+        guard var attempt = upgrade else { return }
+        if let reason = attempt.verdict(status: status) {
+            upgrade = nil
+            return dispatch(.upgradeFailed(reason: reason))
+        }
+        attempt.passed = true
+        upgrade = attempt
+    }
+
+    /// Once a turn: kills a probe past its time, and execs once the probe passed and the pool is
+    /// steady (a reload that began meanwhile finishes first). A stop cancels the upgrade.
+    private func advanceUpgrade() {
+        guard var attempt = upgrade else { return }
+        if policy.phase != .running {
+            if !attempt.passed { kill(attempt.probe, SIGKILL) }
+            upgrade = nil
+            return
+        }
+        if !attempt.passed {
+            if !attempt.timedOut, Monotonic.now() >= attempt.deadline {
+                attempt.timedOut = true
+                upgrade = attempt
+                kill(attempt.probe, SIGKILL)
+            }
+            return
+        }
+        guard policy.isSteady else { return }
+        upgrade = nil
+        publishScoreboard()
+        let handover = UpgradeHandover(
+            scoreboard: scoreboard.descriptor, statusFile: statusFile,
+            listeners: listeners.current.map {
+                UpgradeHandover.Entry(
+                    fileDescriptor: $0.fileDescriptor, origin: $0.origin, name: $0.name, configured: $0.configured,
+                    storedName: listeners.storedName(of: $0))
+            })
+        logger.info("SIGUSR2: the probe answered; executing \(attempt.path) in place (pid \(pid))")
+        let error = UpgradeAttempt.exec(path: attempt.path, arguments: CommandLine.arguments, handover: handover)
+        dispatch(.upgradeFailed(reason: "\(error)"))
     }
 
     // MARK: - reload
