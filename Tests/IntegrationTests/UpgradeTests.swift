@@ -1,0 +1,236 @@
+import Foundation
+import Glibc
+import TestSupport
+import Testing
+
+/// In-place upgrade on SIGUSR2: the supervisor re-executes the binary at its path and keeps its
+/// pid; the new image adopts the old workers and retires them once its own generation serves.
+///
+/// Each test runs its own copy of the built binary from a temporary directory, so that the file
+/// can be replaced (or broken) under the running daemon as a package upgrade would.
+@Suite struct UpgradeTests {
+    /// A copy of the built preforkd that a test may replace.
+    final class BinaryCopy {
+        let directory: String
+        var path: String { directory + "/preforkd" }
+
+        init() throws {
+            directory = NSTemporaryDirectory() + "preforkd-upgrade-\(UUID().uuidString.prefix(8))"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try install(contentsOf: Binaries.preforkd, mode: 0o755)
+        }
+
+        deinit { try? FileManager.default.removeItem(atPath: directory) }
+
+        /// Puts `source`'s bytes at the path under a new inode, atomically (write then rename), as
+        /// dpkg does.
+        func install(contentsOf source: String, mode: mode_t) throws {
+            let staging = directory + "/.staging"
+            unlink(staging)
+            try FileManager.default.copyItem(atPath: source, toPath: staging)
+            chmod(staging, mode)
+            guard rename(staging, path) == 0 else { throw TestFailure("rename \(staging): errno \(errno)") }
+        }
+
+        /// Puts a file with `contents` at the path instead of a binary.
+        func replace(with contents: String, mode: mode_t) throws {
+            let staging = directory + "/.staging"
+            try contents.write(toFile: staging, atomically: false, encoding: .utf8)
+            chmod(staging, mode)
+            guard rename(staging, path) == 0 else { throw TestFailure("rename \(staging): errno \(errno)") }
+        }
+
+        var inode: UInt64 {
+            var info = stat()
+            return stat(path, &info) == 0 ? UInt64(info.st_ino) : 0
+        }
+    }
+
+    static func inodeOfExecutable(_ pid: Int32) -> UInt64 {
+        var info = stat()
+        return stat("/proc/\(pid)/exe", &info) == 0 ? UInt64(info.st_ino) : 0
+    }
+
+    static func openDescriptors(_ pid: Int32) -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+    }
+
+    /// VmRSS in KiB.
+    static func residentKiB(_ pid: Int32) -> Int {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? -1
+    }
+
+    /// Children of `pid` that are zombies (exited, not yet reaped).
+    static func zombies(of pid: Int32) -> [Int32] {
+        ProcessTable.children(of: pid).filter { child in
+            let stat = (try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8)) ?? ""
+            guard let close = stat.lastIndex(of: ")") else { return false }
+            return stat[stat.index(after: close)...].split(separator: " ").first == "Z"
+        }
+    }
+
+    /// Sends USR2 and waits for the `count`-th READY=1.
+    static func upgrade(_ daemon: Daemon, toReadyCount count: Int) throws {
+        daemon.signal(SIGUSR2)
+        try waitUntil("READY=1 number \(count) after SIGUSR2", seconds: 20) {
+            daemon.notify.poll(seconds: 0.05)
+            if let status = daemon.exitStatus { throw TestFailure("exited with \(status): \(daemon.log)") }
+            return daemon.notify.count(of: "READY=1", from: daemon.pid) >= count
+        }
+    }
+
+    @Test func usr2ThreeTimesUnderLoadKeepsThePidAndFailsNoExchange() throws {
+        let binary = try BinaryCopy()
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "2"], binary: binary.path)
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let firstWorkers = daemon.workerPIDs()
+        let failures = Counter()
+        let served = Counter()
+        let stop = Counter()
+        let clients = Thread {
+            // Bounded: at most 20,000 exchanges, 60 s, or until told to stop.
+            let deadline = Deadline(seconds: 60)
+            for index in 0..<20_000 where stop.value == 0 && !deadline.hasPassed {
+                if (try? Client.exchange(port: port, "load \(index)<EOF>")) == "load \(index)<EOF>" {
+                    served.increment()
+                } else {
+                    failures.increment()
+                }
+            }
+            stop.increment()
+        }
+        clients.start()
+        defer {
+            stop.increment()
+            try? waitUntil("the client loop to finish", seconds: 30) { stop.value >= 2 }
+        }
+        for round in 1...3 {
+            try binary.install(contentsOf: Binaries.preforkd, mode: 0o755)
+            let before = Self.inodeOfExecutable(daemon.pid)
+            #expect(before != binary.inode, "the file was replaced under the running image")
+            try Self.upgrade(daemon, toReadyCount: round + 1)
+            let after = Self.inodeOfExecutable(daemon.pid)
+            #expect(after == binary.inode, "round \(round): the new file runs")
+            let maps = (try? String(contentsOfFile: "/proc/\(daemon.pid)/maps", encoding: .utf8)) ?? ""
+            #expect(maps.contains(" \(after)    ") || maps.contains(" \(after) "), "its text is mapped")
+            #expect(!maps.contains(" \(before) "), "round \(round): the old image is gone from the maps")
+            #expect(daemon.notify.count(of: "RELOADING=1", from: daemon.pid) == round)
+        }
+        // Every datagram came from the one pid, RELOADING=1 then READY=1 each time.
+        let states = daemon.notify.received.filter { $0.pid == daemon.pid }.flatMap(\.assignments).filter {
+            $0 == "READY=1" || $0 == "RELOADING=1"
+        }
+        #expect(states == ["READY=1"] + Array(repeating: ["RELOADING=1", "READY=1"], count: 3).flatMap { $0 })
+        #expect(daemon.notify.received.allSatisfy { $0.pid == daemon.pid })
+        let reloading = daemon.notify.received.first { $0.assignments.contains("RELOADING=1") }
+        #expect(reloading?.assignments.contains { $0.hasPrefix("MONOTONIC_USEC=") } == true)
+        // Let the load run on the last generation a little, then stop it.
+        let servedAtReady = served.value
+        try waitUntil("exchanges with the last image") { served.value > servedAtReady + 50 || stop.value > 0 }
+        stop.increment()
+        try waitUntil("the client loop to finish", seconds: 30) { stop.value >= 2 }
+        #expect(failures.value == 0, "\(failures.value) failed exchanges out of \(served.value + failures.value)")
+        #expect(served.value > 0)
+        try waitUntil("the first generation to drain") { firstWorkers.allSatisfy { !ProcessTable.isAlive($0) } }
+        try waitUntil("two workers of the last generation") { daemon.workerPIDs().count == 2 }
+        try daemon.waitForLog("adopted 2 workers of generation 3, starting generation 4")
+        #expect(try Client.exchange(port: port, "after<EOF>") == "after<EOF>")
+        daemon.signal(SIGTERM)
+        #expect(try daemon.waitForExit(seconds: 30) == 0)
+    }
+
+    @Test func aBinaryThatCannotTakeOverLeavesTheOldImageServing() throws {
+        let binary = try BinaryCopy()
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "2"], binary: binary.path)
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let workers = daemon.workerPIDs()
+        let image = Self.inodeOfExecutable(daemon.pid)
+        let broken: [(contents: String, mode: mode_t, log: String)] = [
+            ("not a program\n", 0o644, "Permission denied"),
+            ("#!/bin/sh\nexit 1\n", 0o755, "failed its probe (exit status 1)"),
+            ("#!/bin/sh\necho hello\n", 0o755, "is no preforkd that can take over (answered 'hello')"),
+        ]
+        for (index, replacement) in broken.enumerated() {
+            try binary.replace(with: replacement.contents, mode: replacement.mode)
+            try Self.upgrade(daemon, toReadyCount: index + 2)
+            try daemon.waitForLog(replacement.log)
+            let ready = daemon.notify.received.last { $0.pid == daemon.pid && $0.assignments.contains("READY=1") }
+            #expect(ready?.assignments.contains { $0.hasPrefix("STATUS=Upgrade failed: ") } == true, "\(ready as Any)")
+            #expect(Self.inodeOfExecutable(daemon.pid) == image, "the old image runs on")
+            #expect(daemon.workerPIDs() == workers, "and its workers serve on")
+            #expect(try Client.exchange(port: port, "still \(index)<EOF>") == "still \(index)<EOF>")
+        }
+        // A good binary again: the upgrade goes through.
+        try binary.install(contentsOf: Binaries.preforkd, mode: 0o755)
+        try Self.upgrade(daemon, toReadyCount: broken.count + 2)
+        #expect(Self.inodeOfExecutable(daemon.pid) == binary.inode)
+    }
+
+    @Test func aHangupRightAfterTheExecIsNotLost() throws {
+        let binary = try BinaryCopy()
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1"], binary: binary.path)
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        daemon.signal(SIGUSR2)
+        // This line is written just before execve: the HUP reaches the old image with its
+        // signals blocked, or the new one before it reads its signalfd; either way it is pending.
+        try daemon.waitForLog("the probe answered; executing")
+        daemon.signal(SIGHUP)
+        try waitUntil("READY=1 after the upgrade and after the reload", seconds: 20) {
+            daemon.notify.poll(seconds: 0.05)
+            return daemon.notify.count(of: "READY=1", from: daemon.pid) >= 3
+        }
+        try daemon.waitForLog("SIGHUP: reloading; starting generation 3")
+        #expect(daemon.notify.count(of: "RELOADING=1", from: daemon.pid) == 2)
+    }
+
+    @Test func tenUpgradesLeaveNoDescriptorZombieOrSocketFileBehind() throws {
+        let binary = try BinaryCopy()
+        let socketPath = binary.directory + "/echo.sock"
+        let daemon = try Daemon(
+            ["--listen", "127.0.0.1:0", "--listen", "unix:\(socketPath)", "--workers", "2"], binary: binary.path)
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let descriptors = Self.openDescriptors(daemon.pid)
+        let resident = Self.residentKiB(daemon.pid)
+        for round in 1...10 {
+            try Self.upgrade(daemon, toReadyCount: round + 1)
+        }
+        try waitUntil("every adopted generation to drain") {
+            daemon.workerPIDs().count == 2 && Self.zombies(of: daemon.pid).isEmpty
+        }
+        #expect(Self.openDescriptors(daemon.pid) == descriptors, "descriptors: \(descriptors) before")
+        let residentAfter = Self.residentKiB(daemon.pid)
+        #expect(residentAfter < 2 * resident, "VmRSS \(resident) KiB before, \(residentAfter) KiB after")
+        #expect(try Client.exchange(port: port, "tenth<EOF>") == "tenth<EOF>")
+        let unix = try Client(unixPath: socketPath)
+        try unix.send("unix<EOF>")
+        #expect(try unix.readToEnd() == "unix<EOF>")
+        unix.close()
+        #expect(FileManager.default.fileExists(atPath: daemon.directory + "/status"), "the status file is kept")
+        daemon.signal(SIGTERM)
+        #expect(try daemon.waitForExit(seconds: 30) == 0)
+        #expect(!FileManager.default.fileExists(atPath: socketPath), "the socket file is removed at exit")
+        #expect(!FileManager.default.fileExists(atPath: daemon.directory + "/status"), "so is the status file")
+    }
+
+    @Test func aStoredListenerStaysInTheFdStoreOnceAcrossUpgrades() throws {
+        let binary = try BinaryCopy()
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1", "--fd-store"], binary: binary.path)
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        #expect(daemon.notify.count(of: "FDSTORE=1", from: daemon.pid) == 1)
+        try Self.upgrade(daemon, toReadyCount: 2)
+        try Self.upgrade(daemon, toReadyCount: 3)
+        #expect(daemon.notify.count(of: "FDSTORE=1", from: daemon.pid) == 1, "not stored again")
+        #expect(daemon.notify.count(of: "FDSTOREREMOVE=1", from: daemon.pid) == 0, "nor removed")
+        #expect(try Client.exchange(port: try daemon.port(), "stored<EOF>") == "stored<EOF>")
+    }
+}
