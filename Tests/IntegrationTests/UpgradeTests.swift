@@ -233,4 +233,67 @@ import Testing
         #expect(daemon.notify.count(of: "FDSTOREREMOVE=1", from: daemon.pid) == 0, "nor removed")
         #expect(try Client.exchange(port: try daemon.port(), "stored<EOF>") == "stored<EOF>")
     }
+
+    @Test func aNewImageWhoseGenerationCannotBootKeepsTheAdoptedWorkersServing() throws {
+        // HandlerFaultProbe's workers hang in their set-up while the hang file exists, and must
+        // start within 2 s: the probe (which forks nothing) passes, the new generation does not.
+        let binary = try BinaryCopy()
+        try binary.install(contentsOf: Binaries.handlerFaultProbe, mode: 0o755)
+        let hang = binary.directory + "/hang"
+        let daemon = try Daemon(["127.0.0.1:0", "2", hang], binary: binary.path)
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let workers = daemon.workerPIDs()
+        try "".write(toFile: hang, atomically: false, encoding: .utf8)
+        try Self.upgrade(daemon, toReadyCount: 2)
+        let ready = daemon.notify.received.last { $0.pid == daemon.pid && $0.assignments.contains("READY=1") }
+        #expect(
+            ready?.assignments.contains { $0.hasPrefix("STATUS=Upgrade failed: generation 2 did not start within 2 s") }
+                == true, "\(ready as Any)")
+        try daemon.waitForLog("Upgrade abandoned: generation 2")
+        #expect(try Client.exchange(port: port, "adopted<EOF>") == "adopted<EOF>")
+        #expect(Set(daemon.workerPIDs()).isSuperset(of: workers), "the adopted workers serve on")
+        // Once set-up works again, the next USR2 goes through and retires them.
+        unlink(hang)
+        try Self.upgrade(daemon, toReadyCount: 3)
+        try waitUntil("the adopted workers to drain") { workers.allSatisfy { !ProcessTable.isAlive($0) } }
+    }
+
+    @Test func theCountersCarryAcrossTheExecAndCountUpgrades() throws {
+        let config = try TestConfigFile(
+            """
+            listen = ["127.0.0.1:0", "127.0.0.2:0"]
+            workers = 1
+            [listeners."127.0.0.2:0"]
+            handler = "metrics"
+            """)
+        defer { config.remove() }
+        let binary = try BinaryCopy()
+        let daemon = try Daemon(["--config", config.path], binary: binary.path)
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let marker = "Listening on 127.0.0.2:"
+        let line = try #require(daemon.log.split(separator: "\n").first { $0.contains(marker) })
+        let range = try #require(line.range(of: marker))
+        let metrics = try #require(UInt16(line[range.upperBound...].prefix { $0.isNumber }))
+        daemon.signal(SIGHUP)
+        try waitUntil("READY=1 after the reload") {
+            daemon.notify.poll(seconds: 0.05)
+            return daemon.notify.count(of: "READY=1", from: daemon.pid) == 2
+        }
+        try Self.upgrade(daemon, toReadyCount: 3)
+        try binary.replace(with: "#!/bin/sh\nexit 1\n", mode: 0o755)
+        try Self.upgrade(daemon, toReadyCount: 4)
+        var values: [String: Double] = [:]
+        try waitUntil("the supervisor to publish the counters") {
+            let response = try MetricsHandlerTests.get("/metrics", port: metrics, host: "127.0.0.2")
+            values = MetricsHandlerTests.samples(
+                response.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n"))
+            return values["preforkd_upgrades_total{result=\"failed\"}"] == 1
+        }
+        #expect(values["preforkd_upgrades_total{result=\"completed\"}"] == 1)
+        #expect(values["preforkd_reloads_total{result=\"committed\"}"] == 1, "counted before the exec, kept after")
+        #expect(values["preforkd_generation"] == 3)
+    }
 }
