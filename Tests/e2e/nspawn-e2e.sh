@@ -2,8 +2,8 @@
 # End-to-end test of the shipped units under a real systemd as PID 1: boots systemd in a
 # throw-away container (systemd-nspawn, tmpfs root, the host's /usr, a private network namespace)
 # with systemd/preforkd.socket + systemd/preforkd.service, and checks socket activation, READY and
-# STATUS=, echo, reload and restart under load without a failed exchange, the journal's structured
-# fields, and a draining stop; then (standalone-fd-store.sh) a copy of the service run without the
+# STATUS=, echo, reload, in-place upgrade (USR2) and restart under load without a failed exchange,
+# the journal's structured fields, and a draining stop; then (standalone-fd-store.sh) a copy of the service run without the
 # socket unit, whose self-bound listener survives `systemctl restart` in systemd's fd store.
 # Prints TAP-style `ok - …` / `not ok - …` lines and `N passed, M failed, K skipped`. A check may be
 # skipped only because a capability is absent on this machine, and says which; any other skip is a
@@ -282,6 +282,27 @@ if [ "$ACTION_RC" = 0 ] && [ "$COMPLETE_RC" = 0 ] && prop_is "$SERVICE" MainPID 
     ok "the reload completes: config re-read (3 workers), generation 2 accepting, generation 1 drained, active/running, same MainPID"
 else
     not_ok "the reload completes (systemctl reload exit $ACTION_RC; $(prop "$SERVICE" ActiveState)/$(prop "$SERVICE" SubState); MainPID $pid_before → $(prop "$SERVICE" MainPID))"
+    show_journal 20
+fi
+
+# systemctl kill -s USR2: an in-place upgrade. The supervisor re-executes its binary in the same
+# process (the workers ignore USR2): MainPID stays, and so do the socket and the unit's state;
+# the new image adopts generation 2, starts generation 3 and drains 2 once 3 accepts. systemd
+# sees RELOADING=1, then READY=1 from the same MainPID (NotifyAccess=main would drop any other).
+pid_before=$(prop "$SERVICE" MainPID)
+upgraded() {
+    prop_is "$SERVICE" ActiveState active && prop_is "$SERVICE" SubState running &&
+        journal_has "upgraded in place; adopted" && journal_has "Generation 3 accepting" && journal_has "Generation 2 drained"
+}
+if under_load upgrade upgraded IN systemctl kill -s USR2 "$SERVICE"; then
+    ok "systemctl kill -s USR2 under load: zero failed exchanges ($LOAD_RESULT)"
+else
+    not_ok "systemctl kill -s USR2 under load: zero failed exchanges"; note "$LOAD_RESULT"; show_journal 20
+fi
+if [ "$ACTION_RC" = 0 ] && [ "$COMPLETE_RC" = 0 ] && prop_is "$SERVICE" MainPID "$pid_before" && prop_is "$SERVICE" NRestarts 0; then
+    ok "the in-place upgrade completes: same MainPID ($pid_before), generation 3 accepting, generation 2 drained, active/running"
+else
+    not_ok "the in-place upgrade completes (systemctl kill exit $ACTION_RC; $(prop "$SERVICE" ActiveState)/$(prop "$SERVICE" SubState); MainPID $pid_before → $(prop "$SERVICE" MainPID))"
     show_journal 20
 fi
 
