@@ -296,4 +296,26 @@ import Testing
         #expect(values["preforkd_reloads_total{result=\"committed\"}"] == 1, "counted before the exec, kept after")
         #expect(values["preforkd_generation"] == 3)
     }
+
+    @Test func aStopDuringTheProbeKillsItAndASecondUsr2WaitsForTheFirst() throws {
+        let binary = try BinaryCopy()
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1"], binary: binary.path)
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        // A "binary" that never answers: the probe is this very process (exec), so killing it
+        // leaves nothing behind.
+        try binary.replace(with: "#!/bin/sh\nexec sleep 30\n", mode: 0o755)
+        daemon.signal(SIGUSR2)
+        try daemon.waitForLog("probing it first")
+        let probe = try #require(
+            daemon.log.split(separator: "\n").last { $0.contains("probing it first") }?
+                .split(separator: "probe.pid=").last.flatMap { Int32($0.prefix { $0.isNumber }) })
+        #expect(ProcessTable.isAlive(probe))
+        daemon.signal(SIGUSR2)
+        try daemon.waitForLog("SIGUSR2: an upgrade is already under way")
+        #expect(daemon.notify.count(of: "RELOADING=1", from: daemon.pid) == 1)
+        daemon.signal(SIGTERM)
+        #expect(try daemon.waitForExit(seconds: 30) == 0)
+        try waitUntil("the probe to be gone") { !ProcessTable.isAlive(probe) }
+    }
 }

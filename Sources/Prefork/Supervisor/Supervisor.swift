@@ -116,6 +116,11 @@ final class Supervisor {
         while exitCode == nil {
             waitForEvents()
             for signal in signals.drain() {
+                // One upgrade at a time: a second USR2 would only announce another RELOADING=1.
+                if signal == SIGUSR2, upgrade != nil {
+                    logger.info("SIGUSR2: an upgrade is already under way")
+                    continue
+                }
                 if let command = Self.command(for: signal) { dispatch(.command(command)) }
             }
             drainBootPipe()
@@ -223,7 +228,7 @@ final class Supervisor {
                     supervisorPID: pid, slotIndex: slot, slot: scoreboard.slot(slot), generation: generation,
                     setup: setup, listeners: listeners.current,
                     inheritedToClose: [signals.fileDescriptor, bootPipe.read, scoreboard.descriptor]
-                        + (upgrade.map { [$0.output] } ?? []) + listeners.droppedDescriptors,
+                        + (upgrade.flatMap { $0.passed ? nil : [$0.output] } ?? []) + listeners.droppedDescriptors,
                     bootPipe: bootPipe.write, logger: logger))
         }
         scoreboard.assign(slot, pid: child)
@@ -320,7 +325,11 @@ final class Supervisor {
     private func advanceUpgrade() {
         guard var attempt = upgrade else { return }
         if policy.phase != .running {
-            if !attempt.passed { kill(attempt.probe, SIGKILL) }
+            // Its exit is reaped as a stranger's; its pipe is closed here.
+            if !attempt.passed {
+                kill(attempt.probe, SIGKILL)
+                close(attempt.output)
+            }
             upgrade = nil
             return
         }
