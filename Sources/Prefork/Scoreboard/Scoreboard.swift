@@ -63,6 +63,8 @@ struct Scoreboard {
     private let header: UnsafeMutableRawPointer
     /// The number of slots (the most workers that can exist at once, old generations included).
     let capacity: Int
+    /// Per route, connections routed there in total and open now.
+    let routes: RouteTallies
     /// The file it lives in, when it has one.
     let file: String?
     /// Its header and slots, for a reader in this process (a worker's metrics handler).
@@ -77,7 +79,7 @@ struct Scoreboard {
     /// replaced, one a running supervisor uses is refused), so that another process can read it.
     /// Every worker inherits the mapping across fork either way.
     init(capacity: Int, file: String? = nil) throws(SystemCallError) {
-        let bytes = ScoreboardHeader.size + capacity * MemoryLayout<pf_slot>.stride
+        let bytes = Self.size(capacity: capacity)
         var fd: Int32 = -1
         if let file {
             // Never an existing file: another supervisor's workers may have it mapped, and
@@ -119,15 +121,21 @@ struct Scoreboard {
     /// Nil when it is not a scoreboard of this layout.
     init?(reading memory: UnsafeRawPointer, size: Int) {
         guard size >= ScoreboardHeader.size, let contents = ScoreboardHeader.read(memory),
-            size >= ScoreboardHeader.size + contents.capacity * MemoryLayout<pf_slot>.stride
+            size >= Self.size(capacity: contents.capacity)
         else { return nil }
         self.init(
             mappedAt: UnsafeMutableRawPointer(mutating: memory), size: size, capacity: contents.capacity, file: nil)
     }
 
+    /// The bytes of a board with `capacity` slots: the header, the slots, the route tallies.
+    static func size(capacity: Int) -> Int {
+        ScoreboardHeader.size + capacity * MemoryLayout<pf_slot>.stride + RouteTallies.size
+    }
+
     private init(mappedAt memory: UnsafeMutableRawPointer, size: Int, capacity: Int, file: String?) {
         header = memory
         base = (memory + ScoreboardHeader.size).bindMemory(to: pf_slot.self, capacity: capacity)
+        routes = RouteTallies(at: memory + ScoreboardHeader.size + capacity * MemoryLayout<pf_slot>.stride)
         self.capacity = capacity
         self.file = file
         self.memory = UnsafeRawPointer(memory)
