@@ -282,12 +282,7 @@ import Testing
         let daemon = try Daemon(["--config", config.path])
         defer { daemon.stop() }
         try daemon.waitForReady()
-        func port(_ host: String) throws -> UInt16 {
-            let marker = "Listening on \(host):"
-            let line = try #require(daemon.log.split(separator: "\n").first { $0.contains(marker) })
-            return try #require(UInt16(line.split(separator: marker)[1].prefix { $0.isNumber }))
-        }
-        let (forwardPort, metricsPort) = (try port("127.0.0.1"), try port("127.0.0.2"))
+        let (forwardPort, metricsPort) = (try daemon.port(host: "127.0.0.1"), try daemon.port(host: "127.0.0.2"))
         let held = try Client(port: forwardPort)
         defer { held.close() }
         try held.send("x")
