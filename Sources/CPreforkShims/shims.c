@@ -264,6 +264,22 @@ int32_t pf_slot_load_boot_errno(const pf_slot *slot) { return __atomic_load_n(&s
 
 pf_connection_state pf_connection = {.detached = 0, .proxied_listener = -1};
 
+void pf_route_tally_name(pf_route_tally *tally, const char *name) {
+    strncpy(tally->name, name, sizeof tally->name - 1);
+    tally->name[sizeof tally->name - 1] = 0;
+    __atomic_store_n(&tally->named, 1, __ATOMIC_RELEASE);
+}
+int pf_route_tally_is_named(const pf_route_tally *tally) { return __atomic_load_n(&tally->named, __ATOMIC_ACQUIRE); }
+void pf_route_tally_open(pf_route_tally *tally) {
+    __atomic_fetch_add(&tally->total, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&tally->open, 1, __ATOMIC_RELAXED);
+}
+void pf_route_tally_close(pf_route_tally *tally) { __atomic_fetch_sub(&tally->open, 1, __ATOMIC_RELAXED); }
+uint64_t pf_route_tally_total(const pf_route_tally *tally) { return __atomic_load_n(&tally->total, __ATOMIC_RELAXED); }
+int64_t pf_route_tally_open_count(const pf_route_tally *tally) {
+    return __atomic_load_n(&tally->open, __ATOMIC_RELAXED);
+}
+
 int pf_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
 int pf_set_cloexec(int fd, int on) {

@@ -82,6 +82,20 @@ public struct MetricsHandler: ConnectionHandler, BuiltInHandler {
         return Array(text.utf8) + (head ? [] : bytes)
     }
 
+    /// `text` as a label value: backslash, double quote and line feed escaped.
+    private static func labelValue(_ text: String) -> String {
+        var escaped = ""
+        for character in text {
+            switch character {
+            case "\\": escaped += "\\\\"
+            case "\"": escaped += "\\\""
+            case "\n": escaped += "\\n"
+            default: escaped.append(character)
+            }
+        }
+        return escaped
+    }
+
     /// The Prometheus text exposition of `report` (an empty one without a scoreboard).
     static func exposition(_ report: StatusReport?) -> String {
         guard let report else { return "" }
@@ -113,6 +127,14 @@ public struct MetricsHandler: ConnectionHandler, BuiltInHandler {
         family(
             "preforkd_upgrades_total", "counter", "In-place upgrades (SIGUSR2), by result.",
             report.counters.upgrades.map { ("{result=\"\($0.result)\"}", "\($0.count)") })
+        if !report.routes.isEmpty {
+            family(
+                "preforkd_route_connections_total", "counter", "Connections routed, by route (the forward handler's).",
+                report.routes.map { ("{route=\"\(labelValue($0.name))\"}", "\($0.connections)") })
+            family(
+                "preforkd_route_connections_open", "gauge", "Routed connections open now (relayed), by route.",
+                report.routes.map { ("{route=\"\(labelValue($0.name))\"}", "\($0.open)") })
+        }
         family("preforkd_generation", "gauge", "The worker generation serving now.", [("", "\(report.generation)")])
         family(
             "preforkd_start_time_seconds", "gauge", "When the supervisor started, in seconds since the epoch.",

@@ -61,6 +61,11 @@ public struct StatusCommand: ParsableCommand {
             "\(report.workers.count) workers: \(count(["accepting"])) idle, \(count(["reading", "handling"])) busy, "
                 + "\(count(["starting"])) starting, \(count(["paused"])) paused, \(count(["draining"])) draining, "
                 + "\(count(["exiting"])) exiting")
+        if !report.routes.isEmpty {
+            lines.append(
+                "routes: "
+                    + report.routes.map { "\($0.name) \($0.connections) (\($0.open) open)" }.joined(separator: ", "))
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -97,9 +102,13 @@ public struct StatusCommand: ParsableCommand {
                 + "\"stage\":\(quoted(worker.stage)),\"seconds\":\(worker.seconds),"
                 + "\"connections\":\(worker.connections),\"peer\":\(worker.peer.map(quoted) ?? "null")}"
         }
+        let routes = report.routes.map { route in
+            "{\"name\":\(quoted(route.name)),\"connections\":\(route.connections),\"open\":\(route.open)}"
+        }
         return "{\"supervisor\":\(report.supervisor),\"started_at\":\(report.startedAt),"
             + "\"generation\":\(report.generation),\"connections\":\(report.totalConnections),"
             + "\"listening\":[\(report.listening.map(quoted).joined(separator: ","))],"
-            + "\"workers\":[\(workers.joined(separator: ","))]}\n"
+            + "\"workers\":[\(workers.joined(separator: ","))],"
+            + "\"routes\":[\(routes.joined(separator: ","))]}\n"
     }
 }

@@ -34,6 +34,31 @@ import Testing
             daemon.stop()
             config.remove()
         }
+
+        /// `preforkd status --json`'s routes: name → (connections, open).
+        func routes() throws -> [String: (connections: Int, open: Int)] {
+            let result = try runChild(
+                Binaries.preforkd, ["status", "--json", "--runtime-directory", daemon.directory], environment: [])
+            let object = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any]
+            var routes: [String: (connections: Int, open: Int)] = [:]
+            for route in object?["routes"] as? [[String: Any]] ?? [] {
+                routes[route["name"] as! String] = (route["connections"] as! Int, route["open"] as! Int)
+            }
+            return routes
+        }
+
+        /// Waits until the route `name` shows these figures in `preforkd status`.
+        func waitForRoute(_ name: String, connections: Int, open: Int, seconds: Double = 5) throws {
+            let deadline = Date().addingTimeInterval(seconds)
+            var last = try routes()[name]
+            while Date() < deadline {
+                if let figures = last, figures == (connections, open) { return }
+                usleep(10_000)
+                last = try routes()[name]
+            }
+            throw TestFailure(
+                "route \(name): expected \(connections) connections, \(open) open; got \(String(describing: last))")
+        }
     }
 
     static func route(_ name: String, _ match: String, _ upstreams: [String], extra: String = "") -> String {
@@ -88,6 +113,10 @@ import Testing
                 "other\n"))
         #expect(try Self.exchange(forwarder.port, Array("\u{1}binary".utf8)) == "other\n\u{1}binary")
         #expect(tls.received.first == hello, "the upstream gets the client's bytes unchanged")
+        // Each route counted its connection, none still open.
+        try forwarder.waitForRoute("alpha", connections: 1, open: 0)
+        try forwarder.waitForRoute("other", connections: 2, open: 0)
+        #expect(try forwarder.routes().count == 6)
         try forwarder.daemon.waitForLog("forwarded to \(alpha.address()) (route alpha)")
         #expect(forwarder.daemon.log.contains("route=ssh"))
         #expect(forwarder.daemon.log.contains("upstream=\(ssh.address())"))
@@ -210,6 +239,19 @@ import Testing
             try client.send("open \(index)")
             #expect(try client.read(count: 3) == "up\n")
         }
+        // The status file counts them open on their route.
+        try forwarder.waitForRoute("up", connections: 64, open: 64)
+        let deadline = Date().addingTimeInterval(5)
+        func statusShowsRoute() -> Bool {
+            forwarder.daemon.notify.received.contains { datagram in
+                datagram.pid == forwarder.daemon.pid
+                    && datagram.assignments.contains {
+                        $0.hasPrefix("STATUS=") && $0.contains("routes: up 64 (64 open)")
+                    }
+            }
+        }
+        while !statusShowsRoute() && Date() < deadline { forwarder.daemon.notify.poll(seconds: 0.1) }
+        #expect(statusShowsRoute(), "STATUS= counts the route's open relays")
         // A new connection is still routed and answered.
         #expect(try Self.exchange(forwarder.port, Array("new".utf8)) == "up\nnew")
         // And every held relay still carries bytes both ways.
@@ -219,6 +261,42 @@ import Testing
             try client.send("poke")
             #expect(try client.read(count: 4) == "poke")
         }
+    }
+
+    @Test func theMetricsListenerCountsConnectionsPerRoute() throws {
+        let upstream = try TestUpstream(name: "up")
+        defer { upstream.stop() }
+        let config = try TestConfigFile(
+            """
+            listen = ["127.0.0.1:0", "127.0.0.2:0"]
+            workers = 2
+            handler = "forward"
+            defer-accept = false
+            [[forward.route]]
+            name = "my \\"web\\""
+            upstream = ["\(upstream.address())"]
+            [listeners."127.0.0.2:0"]
+            handler = "metrics"
+            """)
+        defer { config.remove() }
+        let daemon = try Daemon(["--config", config.path])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let (forwardPort, metricsPort) = (try daemon.port(host: "127.0.0.1"), try daemon.port(host: "127.0.0.2"))
+        let held = try Client(port: forwardPort)
+        defer { held.close() }
+        try held.send("x")
+        #expect(try held.read(count: 4) == "up\nx")
+        #expect(try Self.exchange(forwardPort, Array("y".utf8)) == "up\ny")
+        let deadline = Date().addingTimeInterval(5)
+        var exposition = ""
+        repeat {
+            exposition = try MetricsHandlerTests.get("/metrics", port: metricsPort, host: "127.0.0.2")
+            if exposition.contains("preforkd_route_connections_open{route=\"my \\\"web\\\"\"} 1") { break }
+            usleep(20_000)
+        } while Date() < deadline
+        #expect(exposition.contains("preforkd_route_connections_total{route=\"my \\\"web\\\"\"} 2"))
+        #expect(exposition.contains("preforkd_route_connections_open{route=\"my \\\"web\\\"\"} 1"))
     }
 
     @Test func aHalfClosedRequestStillGetsItsWholeReply() throws {

@@ -49,14 +49,7 @@ import Testing
         let daemon = try Daemon(["--config", config.path])
         defer { daemon.stop() }
         try daemon.waitForReady()
-        let log = daemon.log
-        func port(_ host: String) throws -> UInt16 {
-            let marker = "Listening on \(host):"
-            let line = try #require(log.split(separator: "\n").first { $0.contains(marker) })
-            let range = try #require(line.range(of: marker))
-            return try #require(UInt16(line[range.upperBound...].prefix { $0.isNumber }))
-        }
-        let (echo, metrics) = (try port("127.0.0.1"), try port("127.0.0.2"))
+        let (echo, metrics) = (try daemon.port(host: "127.0.0.1"), try daemon.port(host: "127.0.0.2"))
         for index in 0..<5 { _ = try Client.exchange(port: echo, "\(index)<EOF>") }
         // A client that sends nothing times out; a killed worker is a crash; a reload commits.
         let silent = try Client(port: echo)

@@ -227,4 +227,38 @@ import Testing
                 })
         }
     }
+
+    @Test func forwardedConnectionsAreJournaledWithRouteUpstreamAndPeer() throws {
+        try Journald.with {
+            let upstream = try TestUpstream(name: "up")
+            defer { upstream.stop() }
+            let config = try TestConfigFile(
+                """
+                listen = ["127.0.0.1:0"]
+                workers = 1
+                handler = "forward"
+                log-format = "journal"
+                [[forward.route]]
+                name = "journaled"
+                upstream = ["\(upstream.address())"]
+                """)
+            defer { config.remove() }
+            let daemon = try Daemon(["--config", config.path])
+            defer { daemon.stop() }
+            try daemon.waitForReady()
+            let client = try Client(port: try daemon.portFromStatus())
+            defer { client.close() }
+            try client.send("hi")
+            #expect(try client.read(count: 5) == "up\nhi")
+            let worker = daemon.workerPIDs().first ?? -1
+            var entries: [[String: Any]] = []
+            try waitUntil("the forwarded connection's entry in the journal", seconds: 10) {
+                entries = try Journald.entries(["SYSLOG_IDENTIFIER=preforkd", "_PID=\(worker)", "ROUTE=journaled"])
+                return !entries.isEmpty
+            }
+            #expect(entries[0]["UPSTREAM"] as? String == upstream.address())
+            #expect((entries[0]["PEER"] as? String)?.hasPrefix("127.0.0.1:") == true)
+            #expect((entries[0]["MESSAGE"] as? String)?.contains("forwarded to \(upstream.address())") == true)
+        }
+    }
 }

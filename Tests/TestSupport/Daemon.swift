@@ -174,12 +174,12 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    /// The port of the first "Listening on 127.0.0.1:PORT" line of the log.
-    public func port() throws -> UInt16 {
+    /// The port of the first "Listening on HOST:PORT" line of the log (any host when nil).
+    public func port(host: String? = nil) throws -> UInt16 {
         var found: UInt16?
         try waitUntil("a Listening line") {
             for line in log.split(separator: "\n") {
-                guard let range = line.range(of: "Listening on ") else { continue }
+                guard let range = line.range(of: "Listening on " + (host.map { $0 + ":" } ?? "")) else { continue }
                 let address = line[range.upperBound...].split(separator: " ").first ?? ""
                 if let port = UInt16(address.split(separator: ":").last ?? "") {
                     found = port

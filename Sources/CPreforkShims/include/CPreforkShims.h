@@ -178,4 +178,25 @@ uint64_t pf_slot_load_outcome(const pf_slot *slot, uint32_t outcome);
 void pf_slot_store_boot_errno(pf_slot *slot, int32_t value);
 int32_t pf_slot_load_boot_errno(const pf_slot *slot);
 
+/// One route's count in the status file, after the slots: connections a handler routed there
+/// in total, and those still open (relayed). The supervisor writes the name once (then `named`
+/// = 1); workers — any of their threads — only add, with atomics, as the slots are written.
+typedef struct pf_route_tally {
+    uint32_t named;
+    char name[44];
+    uint64_t total;
+    int64_t open;
+} pf_route_tally;
+
+/// Names an unused tally (the supervisor, before a generation that routes there is forked).
+void pf_route_tally_name(pf_route_tally *tally, const char *name);
+/// Whether the tally is named (readers skip the others).
+int pf_route_tally_is_named(const pf_route_tally *tally);
+/// One more connection routed there, open.
+void pf_route_tally_open(pf_route_tally *tally);
+/// One of its connections closed.
+void pf_route_tally_close(pf_route_tally *tally);
+uint64_t pf_route_tally_total(const pf_route_tally *tally);
+int64_t pf_route_tally_open_count(const pf_route_tally *tally);
+
 #endif

@@ -54,6 +54,12 @@ public protocol ConnectionHandler {
     /// While it runs the worker's stage is `draining`: the supervisor kills the worker once
     /// `graceful-timeout` has passed since it began, and never counts it as available.
     mutating func finish(_ context: WorkerContext)
+
+    /// The routes the handler sorts connections into (the forward handler's), each counted in the
+    /// status file — connections in total and open now — for `STATUS=`, `preforkd status` and
+    /// the metrics. The supervisor names them before it forks the workers; a worker counts
+    /// through ``WorkerContext/routeCounter(named:)``.
+    var routeNames: [String] { get }
 }
 
 extension ConnectionHandler {
@@ -68,6 +74,9 @@ extension ConnectionHandler {
 
     /// Nothing outlives a connection.
     public mutating func finish(_ context: WorkerContext) {}
+
+    /// No routes to count.
+    public var routeNames: [String] { [] }
 }
 
 /// A worker's identity and logger, handed to its handler.
@@ -88,4 +97,11 @@ public struct WorkerContext {
     /// In ``ConnectionHandler/finish(_:)``, the sign to stop waiting for connections to end.
     @inlinable
     public var isStoppingImmediately: Bool { StopRequest.current == .immediate }
+
+    /// The status file's tally for the route `name` (one of the handler's
+    /// ``ConnectionHandler/routeNames``), or nil when there is no status file or no such route.
+    /// Look it up once, in ``ConnectionHandler/prepare(_:)``.
+    public func routeCounter(named name: String) -> RouteCounter? {
+        Scoreboard.ofThisProcess?.routes.counter(named: name)
+    }
 }

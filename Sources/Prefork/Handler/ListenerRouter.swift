@@ -34,6 +34,15 @@ public struct ListenerRouter: ConnectionHandler {
         for name in routes.keys { routes[name]!.finish(context) }
     }
 
+    /// The route names of all its handlers, each once (handlers on different listeners that
+    /// name the same route count into one tally).
+    public var routeNames: [String] {
+        var seen = Set<String>()
+        return ([fallback] + routes.keys.sorted().map { routes[$0]! }).flatMap(\.routeNames).filter {
+            seen.insert($0).inserted
+        }
+    }
+
     /// Hands the connection to the handler of its listener, or to the fallback.
     public mutating func handle(_ connection: Connection, initialData: Span<UInt8>, context: WorkerContext) throws {
         if routes[connection.listener.name] != nil {

@@ -63,6 +63,8 @@ struct Scoreboard {
     private let header: UnsafeMutableRawPointer
     /// The number of slots (the most workers that can exist at once, old generations included).
     let capacity: Int
+    /// Per route, connections routed there in total and open now.
+    let routes: RouteTallies
     /// The file it lives in, when it has one.
     let file: String?
     /// The status file or memfd the board is mapped from, kept open (close-on-exec) by the
@@ -80,7 +82,7 @@ struct Scoreboard {
     /// replaced, one a running supervisor uses is refused), so that another process can read it.
     /// Every worker inherits the mapping across fork either way.
     init(capacity: Int, file: String? = nil) throws(SystemCallError) {
-        let bytes = ScoreboardHeader.size + capacity * MemoryLayout<pf_slot>.stride
+        let bytes = Self.size(capacity: capacity)
         // Never an existing file: another supervisor's workers may have it mapped, and
         // truncating it under them would crash them. A stale one (its writer gone) is replaced;
         // only then is an existing file read. Without a file, a memfd: anonymous shared memory
@@ -116,7 +118,7 @@ struct Scoreboard {
         let memory = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor, 0)
         guard let memory, memory != MAP_FAILED else { throw SystemCallError.current("mmap", file ?? "scoreboard") }
         guard bytes >= ScoreboardHeader.size, let contents = ScoreboardHeader.read(memory),
-            bytes >= ScoreboardHeader.size + contents.capacity * MemoryLayout<pf_slot>.stride
+            bytes >= Self.size(capacity: contents.capacity)
         else {
             munmap(memory, bytes)
             throw SystemCallError("mmap", "scoreboard of another layout version", errno: .invalidArgument)
@@ -150,11 +152,16 @@ struct Scoreboard {
     /// Nil when it is not a scoreboard of this layout.
     init?(reading memory: UnsafeRawPointer, size: Int) {
         guard size >= ScoreboardHeader.size, let contents = ScoreboardHeader.read(memory),
-            size >= ScoreboardHeader.size + contents.capacity * MemoryLayout<pf_slot>.stride
+            size >= Self.size(capacity: contents.capacity)
         else { return nil }
         self.init(
             mappedAt: UnsafeMutableRawPointer(mutating: memory), size: size, capacity: contents.capacity, file: nil,
             descriptor: -1)
+    }
+
+    /// The bytes of a board with `capacity` slots: the header, the slots, the route tallies.
+    static func size(capacity: Int) -> Int {
+        ScoreboardHeader.size + capacity * MemoryLayout<pf_slot>.stride + RouteTallies.size
     }
 
     private init(
@@ -163,6 +170,7 @@ struct Scoreboard {
         self.descriptor = descriptor
         header = memory
         base = (memory + ScoreboardHeader.size).bindMemory(to: pf_slot.self, capacity: capacity)
+        routes = RouteTallies(at: memory + ScoreboardHeader.size + capacity * MemoryLayout<pf_slot>.stride)
         self.capacity = capacity
         self.file = file
         self.memory = UnsafeRawPointer(memory)

@@ -11,7 +11,7 @@ package enum ScoreboardHeader {
     static let size = 4096
     /// "PFKD", then a layout version: a reader refuses anything else.
     static let magic: UInt32 = 0x444B_4650
-    static let version: UInt32 = 3
+    static let version: UInt32 = 4
 
     private static let magicOffset = 0
     private static let versionOffset = 4

@@ -30,6 +30,8 @@ package struct StatusReport: Sendable {
     /// Connection outcomes (live workers' and exited ones'), worker exits by cause, deadline
     /// kills by stage, reloads by result.
     package let counters: ScoreboardHeader.Counters
+    /// Per route a handler counts (the forward handler's), connections in total and open now.
+    package let routes: [RouteCount]
 
     /// Connections served in all, by live workers and exited ones.
     package var totalConnections: UInt64 { retiredConnections + workers.reduce(0) { $0 + $1.connections } }
@@ -94,6 +96,6 @@ package struct StatusReport: Sendable {
         return StatusReport(
             supervisor: header.supervisor, startedAt: header.startedAt, generation: header.generation,
             listening: header.listening, workers: workers, retiredConnections: header.retiredConnections,
-            counters: counters)
+            counters: counters, routes: board.routes.entries)
     }
 }

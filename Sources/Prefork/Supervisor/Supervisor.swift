@@ -74,6 +74,7 @@ final class Supervisor {
         }
         statusFile = scoreboard.file
         Scoreboard.ofThisProcess = scoreboard
+        Self.registerRoutes(of: setup.handler, in: scoreboard, logger: logger)
         listeners = ListenerBook(bound, logger: logger)
         policy = PoolPolicy(limits: Self.limits(of: setup.configuration))
         reporter = ServiceReporter(logger: logger)
@@ -370,7 +371,19 @@ final class Supervisor {
             return dispatch(.reloadRejected(reason: "\(error)"))
         }
         setup = next
+        Self.registerRoutes(of: next.handler, in: scoreboard, logger: logger)
         dispatch(.reloadPrepared(Self.limits(of: next.configuration)))
+    }
+
+    /// Names a tally in the status file for each route the handler counts, before the workers
+    /// that count there are forked.
+    private static func registerRoutes(of handler: any ConnectionHandler, in scoreboard: Scoreboard, logger: Logger) {
+        let uncounted = scoreboard.routes.register(handler.routeNames)
+        if !uncounted.isEmpty {
+            logger.warning(
+                "Routes not counted (the status file has room for \(RouteTallies.capacity)): \(uncounted.joined(separator: ", "))"
+            )
+        }
     }
 
     /// The scoreboard, in the status file under the runtime directory when there is one (created
@@ -442,7 +455,12 @@ final class Supervisor {
         rateSample = (served, now)
         let paused = summary.paused > 0 ? ", \(summary.paused) paused (out of file descriptors or memory)" : ""
         let draining = summary.draining > 0 ? ", \(summary.draining) draining" : ""
+        let routes = scoreboard.routes.entries
+        let perRoute =
+            routes.isEmpty
+            ? ""
+            : "; routes: " + routes.map { "\($0.name) \($0.connections) (\($0.open) open)" }.joined(separator: ", ")
         return "\(summary.idle) idle, \(summary.busy) busy, \(summary.starting) starting\(paused)\(draining); "
-            + "\(served) connections, \(rate)/s; listening on \(listeners.addresses)"
+            + "\(served) connections, \(rate)/s; listening on \(listeners.addresses)\(perRoute)"
     }
 }

@@ -31,6 +31,8 @@ public struct ForwardHandler: ConnectionHandler, BuiltInHandler {
     private var relay: RelayLoop?
     /// Per worker: bounds the lines clients can cause (no route, stalled probes).
     private var clientEvents: ClientEventLimiter?
+    /// Per worker: each route's tally in the status file (nil without one).
+    private var counters: [RouteCounter?] = []
 
     /// A forward handler with these (validated) settings.
     public init(configuration: Configuration) {
@@ -47,6 +49,10 @@ public struct ForwardHandler: ConnectionHandler, BuiltInHandler {
         configuration.routes.contains { $0.condition == .timeout }
     }
 
+    /// The routes' names: each is counted in the status file (`STATUS=`, `preforkd status`,
+    /// metrics).
+    public var routeNames: [String] { configuration.routes.map(\.name) }
+
     /// Allocates the probe buffer, resolves the upstreams and starts the relay thread.
     public mutating func prepare(_ context: WorkerContext) throws {
         guard let memory = malloc(configuration.probeBytes) else {
@@ -54,8 +60,11 @@ public struct ForwardHandler: ConnectionHandler, BuiltInHandler {
         }
         buffer = UnsafeMutableRawBufferPointer(start: memory, count: configuration.probeBytes)
         upstreams = configuration.routes.map { $0.upstreams.map(Upstream.init) }
+        let counters = configuration.routes.map { context.routeCounter(named: $0.name) }
+        self.counters = counters
         let relay = try RelayLoop(
-            idleTimeout: configuration.idleTimeout, method: configuration.relay, routes: configuration.routes.count)
+            idleTimeout: configuration.idleTimeout, method: configuration.relay, routes: configuration.routes.count,
+            onFinish: { route in counters[route]?.closed() })
         try relay.start()
         self.relay = relay
         clientEvents = ClientEventLimiter()
@@ -87,11 +96,20 @@ public struct ForwardHandler: ConnectionHandler, BuiltInHandler {
         }
         do {
             try sendOpening(of: connection, received: received, over: route, to: socket)
-            try relay!.adopt(client: connection.detach(), upstream: socket, route: index)
         } catch {
             close(socket)
             throw error
         }
+        // Counted open before the relay can end it.
+        counters[index]?.opened()
+        do {
+            try relay!.adopt(client: connection.fileDescriptor, upstream: socket, route: index)
+        } catch {
+            counters[index]?.closed()
+            close(socket)
+            throw error
+        }
+        _ = connection.detach()
         if context.logger.logLevel <= .info {
             let peer = connection.peer
             context.logger.info(

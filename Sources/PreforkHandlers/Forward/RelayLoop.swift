@@ -64,21 +64,28 @@ package final class RelayLoop: @unchecked Sendable {
     package static let copyBufferBytes = 64 * 1024
 
     /// A loop relaying with `method`, closing pairs idle for `idleTimeout` (.zero: never), and
-    /// counting pairs per route for routes `0..<routes` (``activeCount(route:)``).
+    /// counting pairs per route for routes `0..<routes` (``activeCount(route:)``). `onFinish`,
+    /// when given, is called on the loop's thread with a pair's route as the pair ends.
     ///
     /// Throws when the copy buffer cannot be allocated.
-    package convenience init(idleTimeout: Duration, method: RelayMethod, routes: Int = 0) throws(SystemCallError) {
+    package convenience init(
+        idleTimeout: Duration, method: RelayMethod, routes: Int = 0, onFinish: (@Sendable (Int) -> Void)? = nil
+    ) throws(SystemCallError) {
         try self.init(
-            idleTimeout: idleTimeout, method: method, routes: routes, pipesInUse: RelayEngine.defaultPipesInUse)
+            idleTimeout: idleTimeout, method: method, routes: routes, pipesInUse: RelayEngine.defaultPipesInUse,
+            onFinish: onFinish)
     }
 
     /// The same, with at most `pipesInUse` pipes taken from the loop's pool at once (splice):
     /// directions that find none free copy instead.
-    init(idleTimeout: Duration, method: RelayMethod, routes: Int, pipesInUse: Int) throws(SystemCallError) {
+    init(
+        idleTimeout: Duration, method: RelayMethod, routes: Int, pipesInUse: Int,
+        onFinish: (@Sendable (Int) -> Void)? = nil
+    ) throws(SystemCallError) {
         self.idleTimeout = max(idleTimeout, .zero)
         self.method = method
         self.pipesInUse = pipesInUse
-        counters = RelayCounters(routes: routes)
+        counters = RelayCounters(routes: routes, onFinish: onFinish)
         // Untouched pages are not resident: a loop made before fork costs nothing until it copies.
         guard let memory = malloc(Self.copyBufferBytes) else {
             throw SystemCallError("malloc", "relay buffer", errno: .noMemory)
@@ -244,9 +251,12 @@ final class RelayCounters: @unchecked Sendable {
     /// Per route: pairs active at `2 × route`, finished at `2 × route + 1`.
     private let routeCounts: UnsafeMutablePointer<Atomic<Int>>
     private let routes: Int
+    /// Told of each pair that ends, with its route.
+    private let onFinish: (@Sendable (Int) -> Void)?
 
-    init(routes: Int) {
+    init(routes: Int, onFinish: (@Sendable (Int) -> Void)? = nil) {
         self.routes = max(routes, 0)
+        self.onFinish = onFinish
         routeCounts = .allocate(capacity: 2 * self.routes)
         for index in 0..<2 * self.routes { (routeCounts + index).initialize(to: Atomic(0)) }
     }
@@ -274,6 +284,7 @@ final class RelayCounters: @unchecked Sendable {
             routeCounts[2 * route].subtract(1, ordering: .relaxed)
             routeCounts[2 * route + 1].add(1, ordering: .relaxed)
         }
+        onFinish?(route)
         return active.subtract(1, ordering: .relaxed).newValue
     }
 
