@@ -145,6 +145,33 @@ import Testing
         #expect(try stalled.read(count: 12) == "SSH-2.0-Open")
     }
 
+    @Test func aTimeoutRouteTurnsDeferAcceptOffOnItsListener() throws {
+        let banner = try TestUpstream(name: "smtp")
+        defer { banner.stop() }
+        // defer-accept is on by default: the kernel would hold a silent client for about
+        // initial-timeout (2 s → SYN-ACK retransmits until ~3 s) before the worker's own 2 s
+        // wait even began. With the timeout route the listener does not defer, so the banner
+        // comes at initial-timeout — well inside the client's 3.5 s deadline, well outside 5 s.
+        let config = try TestConfigFile(
+            """
+            listen = ["127.0.0.1:0"]
+            workers = 1
+            handler = "forward"
+            initial-timeout = 2
+            [[forward.route]]
+            name = "smtp"
+            protocol = "timeout"
+            upstream = ["\(banner.address())"]
+            """)
+        defer { config.remove() }
+        let daemon = try Daemon(["--config", config.path])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let silent = try Client(port: try daemon.port(), timeout: 3.5)
+        defer { silent.close() }
+        #expect(try silent.read(count: 5) == "smtp\n")
+    }
+
     @Test func noRouteAndNoUpstreamCloseTheClientWithALogLine() throws {
         let deadPorts = try (0..<2).map { _ -> UInt16 in
             let (fd, port) = try makeTCPSocket()

@@ -93,7 +93,7 @@ struct ListenerBook {
                 // New sockets get the new settings now; kept ones only may have to become
                 // non-blocking early (workers waiting in epoll need it; a worker parked in
                 // accept copes with it), and get the rest at the commit.
-                try Self.apply(configuration, to: added, listenerCount: wanted.count)
+                try Self.apply(next, to: added, listenerCount: wanted.count)
                 if wanted.count > 1 { try Self.makeNonBlocking(wanted) }
             } catch {
                 for listener in added { listener.close(unlinkingSocketFile: true) }
@@ -109,11 +109,11 @@ struct ListenerBook {
 
     /// The new generation serves and the old one was told to stop: the kept sockets get the new
     /// settings, and the dropped ones are closed.
-    mutating func commit(_ configuration: ServerConfiguration, reporter: inout ServiceReporter) {
+    mutating func commit(_ setup: ServerSetup, reporter: inout ServiceReporter) {
         guard let transaction else { return }
         self.transaction = nil
         do {
-            try Self.apply(configuration, to: current, listenerCount: current.count)
+            try Self.apply(setup, to: current, listenerCount: current.count)
         } catch {
             logger.error("Applying the reloaded socket settings: \(error)")
         }
@@ -131,7 +131,7 @@ struct ListenerBook {
         for listener in transaction.added { release(listener, reporter: &reporter) }
         current = transaction.previousListeners
         do {
-            try Self.apply(transaction.previousSetup.configuration, to: current, listenerCount: current.count)
+            try Self.apply(transaction.previousSetup, to: current, listenerCount: current.count)
         } catch {
             logger.error("Restoring the socket settings: \(error)")
         }
@@ -183,12 +183,14 @@ struct ListenerBook {
 
     /// Per-listener socket settings every worker inherits: timeouts, and the blocking mode the
     /// workers' accept loop needs (non-blocking when they wait in epoll over several).
-    static func apply(
-        _ configuration: ServerConfiguration, to listeners: [Listener], listenerCount: Int
-    ) throws(SystemCallError) {
+    static func apply(_ setup: ServerSetup, to listeners: [Listener], listenerCount: Int) throws(SystemCallError) {
+        let configuration = setup.configuration
         for listener in listeners {
             try listener.setTimeouts(receive: configuration.initialTimeout, send: configuration.sendTimeout)
-            try deferAccepts(on: listener, configuration)
+            // A handler that answers silent clients must see them at initial-timeout, not after
+            // the kernel has held them for as long again.
+            let defers = configuration.deferAccept && !setup.handler.answersSilentClients(on: listener)
+            try deferAccepts(on: listener, defers ? configuration.initialTimeout : nil)
             let flags = fcntl(listener.fileDescriptor, F_GETFL)
             guard flags >= 0 else { throw SystemCallError.current("fcntl F_GETFL", listener.address) }
             let wanted = listenerCount > 1 ? flags | O_NONBLOCK : flags & ~O_NONBLOCK
@@ -198,16 +200,14 @@ struct ListenerBook {
         }
     }
 
-    /// TCP_DEFER_ACCEPT on the TCP listeners preforkd owns: the kernel completes a connection
+    /// TCP_DEFER_ACCEPT (for `timeout`; off when nil) on the TCP listeners preforkd owns: the kernel completes a connection
     /// for accept only once its first bytes arrive, so a client that sends nothing never holds
     /// a worker; after `initial-timeout` (rounded up to TCP's retransmission schedule: 1, 3, 7,
     /// 15, 31… s) it is handed over empty, and closed at once. Sockets from systemd keep what
     /// their unit says (`DeferAcceptSec=`).
-    private static func deferAccepts(on listener: Listener, _ configuration: ServerConfiguration)
-        throws(SystemCallError)
-    {
+    private static func deferAccepts(on listener: Listener, _ timeout: Duration?) throws(SystemCallError) {
         guard listener.origin != .activated, listener.isTCP else { return }
-        let seconds = configuration.deferAccept ? Int32(max(1, configuration.initialTimeout.inSeconds.rounded(.up))) : 0
+        let seconds = timeout.map { Int32(max(1, $0.inSeconds.rounded(.up))) } ?? 0
         var value = seconds
         guard
             setsockopt(

@@ -58,7 +58,7 @@ final class Supervisor {
             bound = try ListenerAcquisition.acquire(setup.configuration, inherited: inherited, logger: logger)
         }
         do throws(SystemCallError) {
-            try ListenerBook.apply(setup.configuration, to: bound, listenerCount: bound.count)
+            try ListenerBook.apply(setup, to: bound, listenerCount: bound.count)
             if let handover {
                 scoreboard = try Scoreboard(adopting: handover.scoreboard, file: handover.statusFile)
             } else {
@@ -191,7 +191,7 @@ final class Supervisor {
         case .prepareReload: prepareReload()
         case .prepareUpgrade: prepareUpgrade()
         case .commitReload:
-            listeners.commit(setup.configuration, reporter: &reporter)
+            listeners.commit(setup, reporter: &reporter)
             // The new level, like every other setting, is in force once its generation is.
             if let level = setup.logLevel { logger.logLevel = level }
         case .rollBackReload:
