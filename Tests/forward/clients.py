@@ -8,7 +8,7 @@
     clients.py whoami   HOST PORT SOURCE LINE      connect from SOURCE, send LINE, print the reply
 
 Each prints one line (what it saw) and exits 0 when the check holds, 1 with the reason when not.
-The upstream modes are those of upstreams.py. `hold_connections` and `send_bytes` are imported by
+The upstream modes are those of upstreams.py. `hold_connections` and `send_counted` are imported by
 the benchmark.
 """
 import hashlib
@@ -75,6 +75,28 @@ def send_bytes(host, port, total, prefix=b"", hashing=True, deadline_s=TRANSFER_
         sock.shutdown(socket.SHUT_WR)
         reply = receive_all(sock, deadline)
     return reply.decode("ascii", "replace").strip(), digest.hexdigest(), time.monotonic() - started
+
+
+def send_counted(host, port, total, deadline_s=TRANSFER_DEADLINE):
+    """Sends "bulk:<total>" and `total` bytes to the `count` upstream; returns (bytes the upstream
+    counted, seconds from connect to its reply). No half-close: every relay can carry it."""
+    deadline = time.monotonic() + deadline_s
+    started = time.monotonic()
+    with connect(host, port, timeout=deadline_s) as sock:
+        sock.sendall(f"bulk:{total}\n".encode())
+        for chunk in payload_chunks(total):
+            sock.sendall(chunk)
+            if time.monotonic() > deadline:
+                raise CheckFailed(f"transfer not done within {deadline_s:g} s")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = sock.recv(64)
+            if not chunk:
+                break
+            reply += chunk
+    counted = int(reply) if reply.strip().isdigit() else 0
+    return counted, time.monotonic() - started
 
 
 def upload(host, port, total, prefix):

@@ -20,14 +20,15 @@ peers_init() {
     UPSTREAM_PORT=()
 }
 
-# Stops every peer's process group (TERM, then KILL after 5 s) and removes $PEERS_DIR.
+# Stops every peer's process group, the last started first (preforkd before the receiver of its
+# notifications, the load balancer before what it balances): TERM, then KILL after 5 s. Then
+# removes $PEERS_DIR (kept for a look at the logs with PEERS_KEEP=1).
 peers_cleanup() {
-    local pid deadline
-    for pid in "${PEERS_STARTED[@]}"; do
+    local i pid deadline
+    for ((i = ${#PEERS_STARTED[@]} - 1; i >= 0; i--)); do
+        pid=${PEERS_STARTED[i]}
         kill -TERM -- "-$pid" 2>/dev/null || true
-    done
-    deadline=$((SECONDS + 5))
-    for pid in "${PEERS_STARTED[@]}"; do
+        deadline=$((SECONDS + 5))
         while kill -0 -- "-$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do
             sleep 0.05
         done
@@ -35,7 +36,11 @@ peers_cleanup() {
         wait "$pid" 2>/dev/null || true
     done
     PEERS_STARTED=()
-    [ -n "${PEERS_DIR:-}" ] && rm -rf "$PEERS_DIR"
+    if [ "${PEERS_KEEP:-0}" = 1 ]; then
+        echo "# PEERS_KEEP=1: logs and configs kept in $PEERS_DIR" >&2
+    elif [ -n "${PEERS_DIR:-}" ]; then
+        rm -rf "$PEERS_DIR"
+    fi
     return 0
 }
 
@@ -206,15 +211,19 @@ start_proxy() {
     case $kind in
         preforkd)
             python3 "$PEERS_HERE/peerconf.py" preforkd --listen "127.0.0.1:$port" "$@" <"$routes" >"$config"
+            mkdir -p "$PEERS_DIR/run"
             peer_start notify python3 "$PEERS_HERE/notify_recv.py" "$PEERS_DIR/notify.sock" "$PEERS_DIR/notify.log"
             wait_until 10 "the notification socket" test -S "$PEERS_DIR/notify.sock"
             NOTIFY_SOCKET=$PEERS_DIR/notify.sock peer_start preforkd "$PREFORKD_BIN" --config "$config"
-            local pid=$PEER_PID
-            if ! wait_until 20 "preforkd's READY=1" grep -qx READY=1 "$PEERS_DIR/notify.log"; then
-                tail -n 20 "$PEERS_DIR/preforkd.log" >&2
-                return 1
-            fi
-            kill -0 "$pid"
+            local pid=$PEER_PID deadline=$((SECONDS + 20))
+            until grep -qx READY=1 "$PEERS_DIR/notify.log" 2>/dev/null; do
+                if ! kill -0 "$pid" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+                    echo "preforkd sent no READY=1 (it $(kill -0 "$pid" 2>/dev/null && echo "is still starting after 20 s" || echo exited)); its log:" >&2
+                    tail -n 20 "$PEERS_DIR/preforkd.log" >&2
+                    return 1
+                fi
+                sleep 0.05
+            done
             ;;
         haproxy)
             python3 "$PEERS_HERE/peerconf.py" haproxy --listen "127.0.0.1:$port" "$@" <"$routes" >"$config"

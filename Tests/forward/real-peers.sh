@@ -205,15 +205,16 @@ check "a silent client reaches the server-speaks-first upstream" "^'220 " \
     python3 "$HERE/clients.py" silent 127.0.0.1 "$(target quiet)" $((PROBE_TIMEOUT * 2 + 4))
 
 # --- 9. preforkd names the route and upstream of each connection ------------------------------
+# Text logs carry route=NAME upstream=ADDR, JSON "route":"NAME", the journal ROUTE= and UPSTREAM=.
+# (No grep -q inside the pipe: it would quit early and, under pipefail, fail the pipe on SIGPIPE.)
 if [ "$MODE" = preforkd ]; then
-    for route in ssh site-a site-b web whoami whoami2 upload download halfclose quiet default; do
-        if grep -Eiq "route[\"=: ]+\"?$route\\b" "$PEERS_DIR/preforkd.log" &&
-            grep -Eiq "upstream[\"=: ]+" "$PEERS_DIR/preforkd.log"; then
-            ok "preforkd's log names route $route and its upstream"
+    while read -r route upstream _; do
+        if grep -Ei "route[\"=: ]+\"?$route([^[:alnum:]_-]|\$)" "$PEERS_DIR/preforkd.log" | grep -F "$upstream" >/dev/null; then
+            ok "preforkd logs route $route with its upstream $upstream"
         else
-            not_ok "preforkd's log names route $route and its upstream" "no ROUTE=$route line in its log"
+            not_ok "preforkd logs route $route with its upstream $upstream" "no such line in its log"
         fi
-    done
+    done <"$ROUTES"
 fi
 
 if [ $FAILED -ne 0 ] && [ "$MODE" != direct ]; then

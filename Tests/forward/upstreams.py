@@ -11,7 +11,8 @@ modes, a thread per connection (a selector loop for `hold`), until SIGTERM.
 Modes (each line-oriented request ends with "\\n"):
   echo          reads up to the first "\\n" (or EOF), sends it back, closes.
   sink          reads to EOF, replies "<bytes> <sha256 hex>\\n", closes (uploads, half-close).
-  count         like sink without the hash (throughput: the proxy, not SHA-256, is measured).
+  count         reads "bulk:<bytes>\\n" and that many bytes, replies "<bytes received>\\n", closes:
+                throughput without SHA-256 and without needing half-close from the relay.
   source        reads "download:<bytes>\\n", sends that many pseudo-random bytes, then a trailer
                 line "<sha256 hex>\\n" of what it sent, closes.
   halfclose     reads to EOF, then replies with a 256 KiB body and "END <bytes received>\\n":
@@ -86,8 +87,19 @@ def serve_sink(conn):
 
 
 def serve_count(conn):
-    total, _ = read_to_eof(conn, hashing=False)
-    conn.sendall(f"{total}\n".encode())
+    head = read_line(conn)
+    line, _, rest = head.partition(b"\n")
+    if not line.startswith(b"bulk:"):
+        conn.sendall(b"ERR expected bulk:<bytes>\n")
+        return
+    remaining = int(line[5:]) - len(rest)
+    buffer = bytearray(CHUNK)
+    while remaining > 0:
+        n = conn.recv_into(buffer, min(CHUNK, remaining))
+        if n == 0:
+            break
+        remaining -= n
+    conn.sendall(f"{int(line[5:]) - max(remaining, 0)}\n".encode())
 
 
 def serve_source(conn):
