@@ -172,6 +172,20 @@ else
     whoami_check whoami v1
     whoami_check whoami2 v2
 fi
+# accept-proxy-from: a peer outside 127.0.0.1/32 gets nothing relayed from preforkd's lb listener.
+if [ "$MODE" = preforkd ]; then
+    check "the PROXY listener closes a peer outside accept-proxy-from" '^closed, nothing relayed$' \
+        timeout 15 python3 - "$BEHIND_LB_PORT" <<'EOF'
+import socket, sys
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10, source_address=("127.0.0.3", 0)) as s:
+    try:
+        s.sendall(b"PROXY TCP4 192.0.2.1 127.0.0.1 1234 80\r\nwhoami\n")
+        reply = s.recv(4096)
+    except ConnectionError:
+        reply = b""
+print("closed, nothing relayed" if not reply else f"relayed: {reply!r}")
+EOF
+fi
 
 # --- 5. 1 GiB each way --------------------------------------------------------------------------
 check "$BULK_BYTES bytes up arrive whole (SHA-256)" '^[0-9]+ bytes up' \
@@ -209,10 +223,14 @@ check "a silent client reaches the server-speaks-first upstream" "^'220 " \
 # (No grep -q inside the pipe: it would quit early and, under pipefail, fail the pipe on SIGPIPE.)
 if [ "$MODE" = preforkd ]; then
     while read -r route upstream _; do
-        if grep -Ei "route[\"=: ]+\"?$route([^[:alnum:]_-]|\$)" "$PEERS_DIR/preforkd.log" | grep -F "$upstream" >/dev/null; then
-            ok "preforkd logs route $route with its upstream $upstream"
+        # behind the load balancer, the client is the PROXY header's source
+        client=$([[ $route == whoami* ]] && echo 127.0.0.2: || echo 127.0.0.1:)
+        if grep -Ei "route[\"=: ]+\"?$route([^[:alnum:]_-]|\$)" "$PEERS_DIR/preforkd.log" |
+            grep -F "$upstream" | grep -F "$client" >/dev/null; then
+            ok "preforkd logs route $route with its upstream $upstream and client $client…"
         else
-            not_ok "preforkd logs route $route with its upstream $upstream" "no such line in its log"
+            not_ok "preforkd logs route $route with its upstream $upstream and client $client…" \
+                "no such line in its log"
         fi
     done <"$ROUTES"
 fi
