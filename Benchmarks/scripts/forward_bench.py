@@ -350,6 +350,7 @@ def main():
     t_start = time.monotonic()
     load_start = open("/proc/loadavg").read().split()[:3]
     peers, cgroups = [], []
+    failed = []  # what makes the run fail once the report is written
     try:
         upstream_ports = os.path.join(tmpdir, "upstream-ports")
         spawn("upstreams", [sys.executable, os.path.join(FORWARD_TESTS, "upstreams.py"), "--ready-file",
@@ -383,6 +384,7 @@ def main():
             process = start_proxy("sslh" if kind == "sslh-fork" else kind, port, routes, cgroup)
             if process is None:
                 skipped[kind] = "did not start: " + tail("sslh" if kind == "sslh-fork" else kind, 2)
+                failed.append(f"{kind} did not start")
                 continue
             peers.append(dict(name=kind, process=process, cgroup=cgroup, port=port, hold_port=port,
                               bulk_port=port, note=notes[kind]))
@@ -416,6 +418,10 @@ def main():
                 results[peer["name"]]["holds"].append(h)
                 log(f"  {peer['name']:12s} hold {count}: {h}")
                 settle_after_holds(peer["cgroup"])
+        # sslh-select dying past ~510 relays is what it does; preforkd or haproxy dying is a finding
+        for peer in peers:
+            if peer["name"] in ("preforkd", "haproxy") and peer["process"].poll() is not None:
+                failed.append(f"{peer['name']} died during the run (exit {peer['process'].returncode})")
     finally:
         for process in list(started):
             stop(process)
@@ -427,7 +433,9 @@ def main():
             log(f"could not remove {parent}: {error}")
     wall = time.monotonic() - t_start
     write_reports(peers, results, skipped, wall, load_start)
-    return 0
+    for failure in failed:
+        log(f"FAILED: {failure}")
+    return 1 if failed else 0
 
 
 def median(values):
