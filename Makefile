@@ -29,13 +29,15 @@ run: release
 	$(RELEASE_DIR)/release/preforkd --listen $(ADDRESS) --handler echo
 
 # Unit and integration tests (Swift Testing), then the unit files: static checks, and a real
-# systemd as PID 1 in a container running them with the binary just built.
+# systemd as PID 1 in a container running them with the binary just built; then the forward
+# handler between real clients and servers (ssh/sshd, curl/nginx, openssl, haproxy).
 test: deps lint
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	$(SWIFT) test --skip-build $(BUILD_FLAGS)
 	Tests/e2e/check-units.sh $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))/preforkd
 	packaging/check-config-keys $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))/preforkd systemd/preforkd.toml
 	Tests/e2e/nspawn-e2e.sh $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))
+	Tests/forward/real-peers.sh $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))/preforkd
 	$(MAKE) fuzz-short
 
 # The formatter ships with the toolchain; .swift-format holds the project's settings.
