@@ -1,3 +1,4 @@
+internal import CPreforkShims
 import ForwardProtocols
 import Glibc
 import Prefork
