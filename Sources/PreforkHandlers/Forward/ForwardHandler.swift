@@ -84,7 +84,12 @@ public struct ForwardHandler: ConnectionHandler, BuiltInHandler {
         let route = configuration.routes[index]
         let socket: Int32
         let upstream: Upstream
-        switch connector.connect(upstreams[index]) {
+        let header = route.sendProxy.map { proxyHeader($0, for: connection) } ?? []
+        let connected = header.withUnsafeBytes { header in
+            connector.connect(
+                upstreams[index], opening: [header, UnsafeRawBufferPointer(start: buffer.baseAddress, count: received)])
+        }
+        switch connected {
         case .success(let connected):
             socket = connected.socket
             upstream = upstreams[index][connected.index]
@@ -94,16 +99,11 @@ public struct ForwardHandler: ConnectionHandler, BuiltInHandler {
                 metadata: ["peer": "\(connection.peer)", "route": "\(route.name)"])
             return
         }
-        do {
-            try sendOpening(of: connection, received: received, over: route, to: socket)
-        } catch {
-            close(socket)
-            throw error
-        }
         // Counted open before the relay can end it.
         counters[index]?.opened()
         do {
-            try relay!.adopt(client: connection.fileDescriptor, upstream: socket, route: index)
+            try relay!.adopt(
+                client: connection.fileDescriptor, upstream: socket, route: index, upstreamIsNonBlocking: true)
         } catch {
             counters[index]?.closed()
             close(socket)
@@ -180,22 +180,10 @@ public struct ForwardHandler: ConnectionHandler, BuiltInHandler {
 
     // MARK: - the upstream's first bytes
 
-    /// Writes the route's PROXY header (when it sends one) and the client's bytes so far to the
-    /// freshly connected upstream, in one `sendmsg` when its buffer takes them (it always does
-    /// for a new socket and a probe-sized payload), else waiting up to `connect-timeout`.
-    private func sendOpening(of connection: Connection, received: Int, over route: ForwardRoute, to socket: Int32)
-        throws
-    {
-        var header: [UInt8] = []
-        if let version = route.sendProxy {
-            header = ProxyHeader.encode(
-                version, source: IPEndpoint(connection.clientAddress),
-                destination: IPEndpoint(connection.localAddress))
-        }
-        try header.withUnsafeBytes { header in
-            var parts = [header, UnsafeRawBufferPointer(start: buffer.baseAddress, count: received)]
-            try UpstreamWriter(socket: socket, timeoutMs: connector.timeoutMs).writeAll(&parts)
-        }
+    /// The PROXY header telling the upstream who the client is and what it connected to.
+    private func proxyHeader(_ version: ProxyProtocolVersion, for connection: Connection) -> [UInt8] {
+        ProxyHeader.encode(
+            version, source: IPEndpoint(connection.clientAddress), destination: IPEndpoint(connection.localAddress))
     }
 
     // MARK: - logging

@@ -150,8 +150,10 @@ final class RelayEngine {
 
     /// Moves what can be moved both ways, then ends the pair if it is done or broken.
     private func serve(_ pair: RelayPair) {
-        let up = transfer(&pair.toUpstream, delivered: counters.bytesClientToUpstream)
-        let down = transfer(&pair.toClient, delivered: counters.bytesUpstreamToClient)
+        let up = transfer(
+            &pair.toUpstream, delivered: counters.bytesClientToUpstream, otherIsOver: pair.toClient.destinationShut)
+        let down = transfer(
+            &pair.toClient, delivered: counters.bytesUpstreamToClient, otherIsOver: pair.toUpstream.destinationShut)
         if up.moved > 0 || down.moved > 0 { pair.lastActivity = now }
         if up.outcome == .failed || down.outcome == .failed {
             finish(pair, .reset)
@@ -176,8 +178,10 @@ final class RelayEngine {
 
     /// One direction's turn: delivers what it holds, then reads and delivers more until a socket
     /// would block, the source ends or the budget is spent; passes an end on once all is delivered.
+    /// When the other direction is over already (`otherIsOver`), the pair is done with this end:
+    /// both sockets are closed next, and the close sends the FIN a shutdown would.
     private func transfer(
-        _ direction: inout RelayDirection, delivered: borrowing Atomic<Int>
+        _ direction: inout RelayDirection, delivered: borrowing Atomic<Int>, otherIsOver: Bool
     ) -> (outcome: TransferOutcome, moved: Int) {
         var moved = 0
         var outcome = TransferOutcome.waiting
@@ -214,8 +218,10 @@ final class RelayEngine {
             direction.pipe = nil
         }
         if outcome != .failed, direction.sourceEnded, direction.heldBytes == 0, !direction.destinationShut {
-            // The peer may be gone already (ENOTCONN): its own events end the pair.
-            _ = shutdown(direction.destination, Int32(SHUT_WR))
+            // The peer may be gone already (ENOTCONN): its own events end the pair. Both sockets
+            // have been read to their end by now when the other direction is over, so closing
+            // them cannot reset either: the shutdown would be a system call for nothing.
+            if !otherIsOver { _ = shutdown(direction.destination, Int32(SHUT_WR)) }
             direction.destinationShut = true
         }
         return (outcome, moved)

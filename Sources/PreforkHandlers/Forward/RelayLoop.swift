@@ -155,20 +155,26 @@ package final class RelayLoop: @unchecked Sendable {
     /// non-blocking and relays between them until both directions are done, either side resets,
     /// or neither moves a byte for the idle timeout; then it closes both.
     ///
-    /// `route` is the caller's index for the pair (its counters). Callable from any thread while
-    /// the loop runs. Costs two `ioctl`s and one `write` to the loop's channel; allocates nothing.
+    /// `route` is the caller's index for the pair (its counters). An `upstream` opened with
+    /// `SOCK_NONBLOCK` can say so (`upstreamIsNonBlocking`) and spare a system call. Callable from
+    /// any thread while the loop runs. Costs one or two `ioctl`s and one `write` to the loop's
+    /// channel; allocates nothing.
     ///
     /// Throws — and the sockets stay the caller's to close — when the loop is not running, the
     /// two are one socket (`EINVAL`), or thousands of handed-over pairs are still waiting for the
     /// loop's thread (`EAGAIN`).
-    package func adopt(client: Int32, upstream: Int32, route: Int) throws(SystemCallError) {
+    package func adopt(client: Int32, upstream: Int32, route: Int, upstreamIsNonBlocking: Bool = false)
+        throws(SystemCallError)
+    {
         guard channel.writeEnd >= 0 else { throw SystemCallError("relay adopt", errno: .badFileDescriptor) }
         // One socket as both sides would be registered twice and closed twice.
         guard client != upstream, client >= 0, upstream >= 0 else {
             throw SystemCallError("relay adopt", "fd \(client) and fd \(upstream)", errno: .invalidArgument)
         }
         try nothingOrErrno { pf_set_nonblocking(client) }.get("ioctl FIONBIO", "fd \(client)")
-        try nothingOrErrno { pf_set_nonblocking(upstream) }.get("ioctl FIONBIO", "fd \(upstream)")
+        if !upstreamIsNonBlocking {
+            try nothingOrErrno { pf_set_nonblocking(upstream) }.get("ioctl FIONBIO", "fd \(upstream)")
+        }
         counters.adopt(route: route)
         do throws(SystemCallError) {
             try channel.send(RelayChannel.Message(client: client, upstream: upstream, route: route))

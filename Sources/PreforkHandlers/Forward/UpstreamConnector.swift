@@ -25,11 +25,14 @@ struct UpstreamConnector {
         timeoutMs = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
     }
 
-    /// A connected socket to the first address of `upstreams` that answers, and its index.
-    func connect(_ upstreams: [Upstream]) -> Result<(socket: Int32, index: Int), UpstreamFailure> {
+    /// A socket connected to the first address of `upstreams` that answers, and its index, with
+    /// `opening` (the PROXY header, the client's bytes so far) written to it.
+    func connect(_ upstreams: [Upstream], opening: [UnsafeRawBufferPointer])
+        -> Result<(socket: Int32, index: Int), UpstreamFailure>
+    {
         var failure = UpstreamFailure()
         for (index, upstream) in upstreams.enumerated() {
-            switch open(upstream) {
+            switch open(upstream, opening: opening.filter { !$0.isEmpty }) {
             case .success(let socket): return .success((socket, index))
             case .failure(let error): failure.attempts.append((upstream.text, error.reason))
             }
@@ -37,30 +40,52 @@ struct UpstreamConnector {
         return .failure(failure)
     }
 
-    /// A connected socket to `upstream`, or the error in words.
-    private func open(_ upstream: Upstream) -> Result<Int32, AttemptError> {
+    /// A socket connected to `upstream` with `opening` written, or the error in words.
+    ///
+    /// The first bytes go out optimistically: a TCP connect to a nearby upstream has usually
+    /// completed by the time `connect` returns `EINPROGRESS`, and `sendmsg` then succeeds, which
+    /// spares a `poll` and a `getsockopt(SO_ERROR)` per connection. While the handshake is still
+    /// under way `sendmsg` says `EAGAIN`, and a refusal comes back as its error.
+    private func open(_ upstream: Upstream, opening: [UnsafeRawBufferPointer]) -> Result<Int32, AttemptError> {
         let fd = socket(
             upstream.address.family,
             Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return .failure(AttemptError(errno: errno)) }
+        let result = connectAndSend(fd, to: upstream, opening: opening)
+        if case .failure = result { close(fd) }
+        return result
+    }
+
+    private func connectAndSend(_ fd: Int32, to upstream: Upstream, opening: [UnsafeRawBufferPointer])
+        -> Result<Int32, AttemptError>
+    {
         let started = upstream.address.withUnsafeSockaddr { Glibc.connect(fd, $0, $1) }
         // Unix sockets answer EAGAIN when the server's backlog is full: as good as a refusal.
-        if started != 0 && errno != EINPROGRESS {
-            let error = AttemptError(errno: errno)
-            close(fd)
-            return .failure(error)
-        }
+        if started != 0 && errno != EINPROGRESS { return .failure(AttemptError(errno: errno)) }
+        let writer = UpstreamWriter(socket: fd, timeoutMs: timeoutMs)
+        var parts = opening
         if started != 0 {
-            if let error = waitUntilConnected(fd) {
-                close(fd)
-                return .failure(AttemptError(reason: error))
+            var connected = false
+            if !parts.isEmpty {
+                switch writer.sendOnce(&parts) {
+                case .sent: connected = true
+                // Still connecting (ENOTCONN is what an older kernel may say for it).
+                case .wouldBlock, .failed(ENOTCONN), .failed(EINTR): break
+                case .failed(let error): return .failure(AttemptError(errno: error))
+                }
             }
+            if !connected, let error = waitUntilConnected(fd) { return .failure(AttemptError(reason: error)) }
         }
         if upstream.address.family != AF_UNIX {
             // Relayed bytes go out as they come: an interactive protocol (SSH) must not wait
             // for Nagle's acknowledgement round trip.
             var on: Int32 = 1
             _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
+        }
+        do {
+            try writer.writeAll(&parts)
+        } catch {
+            return .failure(AttemptError(reason: "\(error)"))
         }
         return .success(fd)
     }
