@@ -14,7 +14,8 @@ upstream is the C pre-fork echo server (build/cprefork, 4 workers). Per peer, in
     process in the proxy's group;
   - relay throughput: BULK_BYTES one way, client -> proxy -> a counting upstream, in MB/s (the
     median of BULK_ROUNDS transfers).
-Knobs (environment): DURATION (1.5), WARMUP (0.25), ROUNDS (3), CONCURRENCY (32), WORKERS (4),
+Knobs (environment): DURATION (1.5), WARMUP (0.25), ROUNDS (3), CONCURRENCY (32), WORKERS (4, the upstream's),
+PREFORKD_WORKERS (CPUs), PREFORKD_RELAY (splice|copy),
 HAPROXY_THREADS (2), HOLDS ("0 500 2000"), BULK_BYTES (1073741824), BULK_ROUNDS (3), PREFORKD,
 BASE_PORT (23100).
 """
@@ -42,10 +43,15 @@ DURATION = float(os.environ.get("DURATION", "1.5"))
 WARMUP = float(os.environ.get("WARMUP", "0.25"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 CONCURRENCY = int(os.environ.get("CONCURRENCY", "32"))
-WORKERS = int(os.environ.get("WORKERS", "4"))
+WORKERS = int(os.environ.get("WORKERS", "4"))  # the upstream's
+# preforkd's workers: one per core by default, as haproxy's threads (HAPROXY_THREADS): each
+# worker's accepting thread and relay thread then have a core's worth of work to share, and
+# neither proxy pays for more runnable threads than there are cores.
+PREFORKD_WORKERS = int(os.environ.get("PREFORKD_WORKERS", str(os.cpu_count() or 2)))
 # haproxy runs one event loop per thread: one per core (2 here) is its own recommendation, and
 # more threads than cores would only make them contend for the cores with the load generator.
 HAPROXY_THREADS = int(os.environ.get("HAPROXY_THREADS", "2"))
+PREFORKD_RELAY = os.environ.get("PREFORKD_RELAY")  # splice | copy; unset: the handler's default
 HOLDS = [int(n) for n in os.environ.get("HOLDS", "0 500 2000").split()]  # 0: the idle baseline
 BULK_BYTES = int(os.environ.get("BULK_BYTES", str(1 << 30)))
 BULK_ROUNDS = int(os.environ.get("BULK_ROUNDS", "3"))
@@ -231,8 +237,9 @@ def start_proxy(kind, port, routes, cgroup):
     config = os.path.join(tmpdir, f"{kind}.conf")
     env = None
     if kind == "preforkd":
-        text = peerconf.preforkd_config(routes, listen, workers=WORKERS, probe_timeout=PROBE_TIMEOUT,
-                                        runtime_directory=os.path.join(tmpdir, "run"), log_level="warning")
+        text = peerconf.preforkd_config(routes, listen, workers=PREFORKD_WORKERS, probe_timeout=PROBE_TIMEOUT,
+                                        runtime_directory=os.path.join(tmpdir, "run"), log_level="warning",
+                                        relay=PREFORKD_RELAY)
         argv = [PREFORKD, "--config", config]
         notify_path = os.path.join(tmpdir, "notify.sock")
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -326,7 +333,7 @@ def settle_after_holds(cgroup, timeout=10.0):
     if not cgroup:
         return
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(cgroup.pids()) > WORKERS + 2:
+    while time.monotonic() < deadline and len(cgroup.pids()) > max(WORKERS, PREFORKD_WORKERS) + 2:
         time.sleep(0.05)
 
 
@@ -383,7 +390,7 @@ def main():
         skipped = {} if usable else {"preforkd": reason}
         if not usable:
             log(f"SKIP preforkd: {reason}")
-        notes = {"preforkd": f"forward handler, {WORKERS} workers", "sslh-fork": "sslh 1.20, a process per connection",
+        notes = {"preforkd": f"forward handler, {PREFORKD_WORKERS} workers", "sslh-fork": "sslh 1.20, a process per connection",
                  "sslh-select": "sslh 1.20, one select() loop", "haproxy": f"2.6, TCP mode, nbthread {HAPROXY_THREADS}"}
         for i, kind in enumerate(kinds, 1):
             port = BASE_PORT + i
@@ -536,7 +543,7 @@ def write_reports(peers, results, skipped, wall, load_start):
         f.write(text)
     print(text)
     doc = dict(config=dict(duration_s=DURATION, warmup_s=WARMUP, rounds=ROUNDS, concurrency=CONCURRENCY,
-                           workers=WORKERS, haproxy_threads=HAPROXY_THREADS, holds=HOLDS, bulk_bytes=BULK_BYTES,
+                           workers=WORKERS, preforkd_workers=PREFORKD_WORKERS, haproxy_threads=HAPROXY_THREADS, holds=HOLDS, bulk_bytes=BULK_BYTES,
                            loadgen_cpu=LOADGEN_CPU, cpus=os.cpu_count(), preforkd=PREFORKD),
                peers=rows, skipped=skipped, wall_s=round(wall, 1), loadavg_before=load_start, loadavg_after=load_end)
     with open(os.path.join(OUT, "forward.json"), "w") as f:

@@ -49,7 +49,7 @@ def toml_list(values):
 
 
 def preforkd_config(routes, listen, lb=None, lb_from=(), workers=4, probe_timeout=2.0, initial_timeout=None,
-                    runtime_directory=None, log_level="info"):
+                    runtime_directory=None, log_level="info", relay=None):
     """The forward handler's TOML, as fixed by its config contract."""
     listeners = [listen] + ([lb] if lb else [])
     lines = [f"listen = {toml_list(listeners)}", 'handler = "forward"', f"workers = {workers}",
@@ -62,6 +62,8 @@ def preforkd_config(routes, listen, lb=None, lb_from=(), workers=4, probe_timeou
     if runtime_directory is not None:
         lines.append(f"runtime-directory = {toml_string(runtime_directory)}")
     lines += ["", "[forward]", f"probe-timeout = {probe_timeout:g}", "connect-timeout = 3", "idle-timeout = 300"]
+    if relay:
+        lines.append(f"relay = {toml_string(relay)}")
     for route in routes:
         lines += ["", "[[forward.route]]", f"name = {toml_string(route['name'])}"]
         for key in ("protocol", "prefix", "regex"):
