@@ -56,6 +56,9 @@ public struct PreforkdCommand: ParsableCommand {
     @Flag(name: .setting("defer-accept"), inversion: .prefixedNo, help: .setting("defer-accept"))
     var deferAccept: Bool?
     @Option(name: .setting("open-files"), help: .setting("open-files")) var openFiles: String?
+    @Option(name: .setting("user"), help: .setting("user")) var user: String?
+    @Option(name: .setting("group"), help: .setting("group")) var group: String?
+    @Flag(name: .setting("allow-root"), inversion: .prefixedNo, help: .setting("allow-root")) var allowRoot: Bool?
     @Option(name: .setting("accept-proxy"), help: .setting("accept-proxy")) var acceptProxy: String?
     @Option(name: .setting("accept-proxy-from"), help: .setting("accept-proxy-from")) var acceptProxyFrom: [String] = []
     @Option(name: .setting("log-level"), help: .setting("log-level")) var logLevel: String?
@@ -100,7 +103,8 @@ public struct PreforkdCommand: ParsableCommand {
             ("runtime-directory", text(runtimeDirectory)),
             ("backlog", text(backlog)),
             ("unix-mode", text(unixMode)), ("fd-store", .toggle(fdStore)), ("defer-accept", .toggle(deferAccept)),
-            ("open-files", text(openFiles)), ("accept-proxy", text(acceptProxy)),
+            ("open-files", text(openFiles)), ("user", text(user)), ("group", text(group)),
+            ("allow-root", .toggle(allowRoot)), ("accept-proxy", text(acceptProxy)),
             ("accept-proxy-from", .texts(acceptProxyFrom)),
             ("log-level", text(logLevel)),
             ("log-format", text(logFormat)), ("echo.keep-alive", .toggle(echoKeepAlive)),

@@ -167,4 +167,36 @@ uint64_t pf_slot_load_outcome(const pf_slot *slot, uint32_t outcome);
 void pf_slot_store_boot_errno(pf_slot *slot, int32_t value);
 int32_t pf_slot_load_boot_errno(const pf_slot *slot);
 
+
+// MARK: privileges
+
+/// setgroups(2) with no groups: clears the supplementary groups.
+int pf_clear_supplementary_groups(void);
+/// setresuid(2) and setresgid(2): all three ids at once.
+int pf_setresuid(uid_t uid);
+int pf_setresgid(gid_t gid);
+/// getresuid(2) and getresgid(2).
+int pf_getresuid(uid_t *real, uid_t *effective, uid_t *saved);
+int pf_getresgid(gid_t *real, gid_t *effective, gid_t *saved);
+/// prctl(PR_SET_KEEPCAPS): whether permitted capabilities survive a change from uid 0 to another.
+int pf_set_keep_capabilities(int keep);
+/// prctl(PR_SET_NO_NEW_PRIVS, 1): no exec from here on can gain privileges (setuid bits, file
+/// capabilities). Inherited across fork and exec, never undone.
+int pf_set_no_new_privileges(void);
+/// prctl(PR_GET_NO_NEW_PRIVS): 1 when set, 0 when not, -1 on error.
+int pf_no_new_privileges(void);
+/// Whether `capability` (CAP_…) is in this process's effective set: 1, 0, or -1 on error.
+int pf_has_effective_capability(int capability);
+/// Sets the effective, permitted and inheritable sets to `capability` alone (a raw capset(2):
+/// no libcap), and raises it in the ambient set too, so that it survives an exec of this
+/// program (as non-root, an exec otherwise clears the permitted set).
+int pf_keep_only_capability(int capability);
+/// Clears the ambient, effective, permitted and inheritable sets; a no-op (no capset at all, which
+/// a seccomp filter may forbid) when the permitted set is already empty.
+int pf_drop_all_capabilities(void);
+/// CAP_NET_BIND_SERVICE: what binding a port below 1024 takes.
+extern const int pf_cap_net_bind_service;
+/// CAP_SETUID: what switching to another user takes.
+extern const int pf_cap_setuid;
+
 #endif

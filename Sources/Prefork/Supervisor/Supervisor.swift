@@ -30,9 +30,12 @@ final class Supervisor {
     /// The status file the scoreboard lives in, removed on exit; nil without one.
     private var statusFile: String?
 
-    init(setup: ServerSetup, inherited: [ActivatedSocket], loader: @escaping PreforkServer.Loader, logger: Logger)
-        throws(StartupError)
-    {
+    /// Binds or takes the listeners and maps the scoreboard, then switches to `account` (the
+    /// configuration's `user`), when there is one.
+    init(
+        setup: ServerSetup, inherited: [ActivatedSocket], account: ServiceAccount?,
+        loader: @escaping PreforkServer.Loader, logger: Logger
+    ) throws(StartupError) {
         self.setup = setup
         self.loader = loader
         self.logger = logger
@@ -44,7 +47,7 @@ final class Supervisor {
         let bound = try ListenerAcquisition.acquire(setup.configuration, inherited: inherited, logger: logger)
         do throws(SystemCallError) {
             try ListenerBook.apply(setup.configuration, to: bound, listenerCount: bound.count)
-            scoreboard = try Self.makeScoreboard(setup.configuration, logger: logger)
+            scoreboard = try Self.makeScoreboard(setup.configuration, owner: account, logger: logger)
             signals = try SignalChannel()
             var fds: [Int32] = [-1, -1]
             guard pf_pipe2(&fds, O_CLOEXEC | O_NONBLOCK) == 0 else { throw SystemCallError.current("pipe2") }
@@ -59,6 +62,7 @@ final class Supervisor {
         policy = PoolPolicy(limits: Self.limits(of: setup.configuration))
         reporter = ServiceReporter(logger: logger)
         for listener in bound { listeners.announce(listener, configuration: setup.configuration, reporter: &reporter) }
+        if let account { try Privileges.switchSupervisor(to: account, logger: logger) }
     }
 
     // MARK: - the loop
@@ -241,6 +245,7 @@ final class Supervisor {
         do {
             next = try loader()
             try next.configuration.validate()
+            try Self.checkAccountUnchanged(from: setup.configuration, to: next.configuration)
             try listeners.prepareReload(to: next, from: setup, reporter: &reporter)
         } catch {
             return dispatch(.reloadRejected(reason: "\(error)"))
@@ -249,15 +254,27 @@ final class Supervisor {
         dispatch(.reloadPrepared(Self.limits(of: next.configuration)))
     }
 
+    /// The supervisor switched user at start and cannot switch again: a reload keeps the account.
+    private static func checkAccountUnchanged(from current: ServerConfiguration, to next: ServerConfiguration) throws {
+        for (key, old, new) in [("user", current.user, next.user), ("group", current.group, next.group)]
+        where old != new {
+            throw ConfigurationError(
+                key: key, value: new, reason: "cannot change on reload (it was \(old)): restart preforkd")
+        }
+    }
+
     /// The scoreboard, in the status file under the runtime directory when there is one (created
-    /// if missing); in anonymous memory when there is none or it cannot be written (then one
+    /// if missing, and then given to `owner`, so that the supervisor can remove the file at exit
+    /// once it runs as that user); in anonymous memory when there is none or it cannot be written (then one
     /// warning says `preforkd status` will not find this instance).
-    private static func makeScoreboard(_ configuration: ServerConfiguration, logger: Logger) throws(SystemCallError)
-        -> Scoreboard
-    {
+    private static func makeScoreboard(
+        _ configuration: ServerConfiguration, owner: ServiceAccount?, logger: Logger
+    ) throws(SystemCallError) -> Scoreboard {
         let capacity = 2 * ServerConfiguration.maximumWorkers + 2
         guard let file = configuration.statusFile else { return try Scoreboard(capacity: capacity) }
-        if mkdir(configuration.runtimeDirectory, 0o755) != 0 && errno != EEXIST {
+        if mkdir(configuration.runtimeDirectory, 0o755) == 0 {
+            if let owner { _ = chown(configuration.runtimeDirectory, owner.uid, owner.gid) }
+        } else if errno != EEXIST {
             logger.warning(
                 "No status file, preforkd status will not find this instance: \(SystemCallError.current("mkdir", configuration.runtimeDirectory))"
             )
