@@ -40,6 +40,7 @@ public struct PreforkdCommand: ParsableCommand {
     @Option(name: .setting("initial-bytes"), help: .setting("initial-bytes")) var initialBytes: String?
     @Option(name: .setting("initial-timeout"), help: .setting("initial-timeout")) var initialTimeout: String?
     @Option(name: .setting("send-timeout"), help: .setting("send-timeout")) var sendTimeout: String?
+    @Option(name: .setting("write-deadline"), help: .setting("write-deadline")) var writeDeadline: String?
     @Option(name: .setting("handler"), help: .setting("handler")) var handler: String?
     @Option(name: .setting("graceful-timeout"), help: .setting("graceful-timeout")) var gracefulTimeout: String?
     @Option(name: .setting("boot-timeout"), help: .setting("boot-timeout")) var bootTimeout: String?
@@ -70,6 +71,8 @@ public struct PreforkdCommand: ParsableCommand {
     var echoMaxMessageBytes: String?
     @Option(name: .setting("echo.message-timeout"), help: .setting("echo.message-timeout"))
     var echoMessageTimeout: String?
+    @Option(name: .setting("echo.max-messages"), help: .setting("echo.max-messages")) var echoMaxMessages: String?
+    @Option(name: .setting("echo.max-lifetime"), help: .setting("echo.max-lifetime")) var echoMaxLifetime: String?
     @Option(name: .setting("forward.probe-timeout"), help: .setting("forward.probe-timeout"))
     var forwardProbeTimeout: String?
     @Option(name: .setting("forward.connect-timeout"), help: .setting("forward.connect-timeout"))
@@ -96,6 +99,7 @@ public struct PreforkdCommand: ParsableCommand {
         return [
             ("listen", .texts(listen)), ("workers", text(workers)), ("initial-bytes", text(initialBytes)),
             ("initial-timeout", text(initialTimeout)), ("send-timeout", text(sendTimeout)),
+            ("write-deadline", text(writeDeadline)),
             ("handler", text(handler)), ("graceful-timeout", text(gracefulTimeout)),
             ("boot-timeout", text(bootTimeout)), ("handler-timeout", text(handlerTimeout)),
             ("max-connections-per-worker", text(maxConnectionsPerWorker)), ("min-spare", text(minSpare)),
@@ -110,6 +114,7 @@ public struct PreforkdCommand: ParsableCommand {
             ("log-format", text(logFormat)), ("echo.keep-alive", .toggle(echoKeepAlive)),
             ("echo.idle-timeout", text(echoIdleTimeout)), ("echo.max-message-bytes", text(echoMaxMessageBytes)),
             ("echo.message-timeout", text(echoMessageTimeout)),
+            ("echo.max-messages", text(echoMaxMessages)), ("echo.max-lifetime", text(echoMaxLifetime)),
             ("forward.probe-timeout", text(forwardProbeTimeout)),
             ("forward.connect-timeout", text(forwardConnectTimeout)),
             ("forward.idle-timeout", text(forwardIdleTimeout)), ("forward.probe-bytes", text(forwardProbeBytes)),

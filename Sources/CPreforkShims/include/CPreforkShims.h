@@ -89,6 +89,11 @@ typedef struct pf_connection_state {
     uint32_t proxied_local_length;
     /// The destination the last PROXY header on `proxied_listener` named.
     struct sockaddr_storage proxied_local;
+    /// `write-deadline` in nanoseconds (0: off), and the send timeout each connection inherits
+    /// from its listener (SO_SNDTIMEO), to put back after a write that lowered it: set once per
+    /// worker.
+    uint64_t write_deadline_ns;
+    uint64_t send_timeout_ns;
 } pf_connection_state;
 
 /// This process's current connection.

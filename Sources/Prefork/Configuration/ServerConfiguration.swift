@@ -17,6 +17,10 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var initialTimeout: Duration = .seconds(10)
     /// `send-timeout`: how long a write may block on a client that does not read.
     public var sendTimeout: Duration = .seconds(30)
+    /// `write-deadline`: the most one write to a client may take in all (zero: no limit). The
+    /// send timeout bounds each `send` only, and a client that reads a byte now and then makes
+    /// every one of them progress; past the deadline the write fails and the connection closes.
+    public var writeDeadline: Duration = .seconds(60)
     /// `graceful-timeout`: how long the workers get to finish their connections on stop or
     /// reload, before they are killed.
     public var gracefulTimeout: Duration = .seconds(30)
@@ -107,6 +111,12 @@ public struct ServerConfiguration: Sendable, Equatable {
         return String(value.split(separator: ":").first ?? "/run/preforkd")
     }
 
+    /// The send timeout each connection gets from its listener (SO_SNDTIMEO): `send-timeout`,
+    /// or `write-deadline` when that is shorter, so that no single send outlasts the deadline.
+    public var sendTimeoutPerCall: Duration {
+        writeDeadline > .zero ? min(sendTimeout, writeDeadline) : sendTimeout
+    }
+
     /// `user` and `group` resolved, or nil when no `user` is set.
     public func serviceAccount() throws(ConfigurationError) -> ServiceAccount? {
         guard !user.isEmpty else { return nil }
@@ -176,6 +186,9 @@ public struct ServerConfiguration: Sendable, Equatable {
             .seconds(
                 "send-timeout", \.sendTimeout, in: .milliseconds(1)...(.seconds(86400)),
                 help: "Seconds a write may block on a client that does not read."),
+            .seconds(
+                "write-deadline", \.writeDeadline, in: .zero...(.seconds(86400)),
+                help: "Seconds one write to a client may take in all (a slow reader is cut off); 0 for no limit."),
             .seconds(
                 "graceful-timeout", \.gracefulTimeout, in: .zero...(.seconds(86400)),
                 help: "Seconds to drain on SIGTERM or reload before SIGKILL."),

@@ -180,7 +180,7 @@ struct ListenerBook {
         _ configuration: ServerConfiguration, to listeners: [Listener], listenerCount: Int
     ) throws(SystemCallError) {
         for listener in listeners {
-            try listener.setTimeouts(receive: configuration.initialTimeout, send: configuration.sendTimeout)
+            try listener.setTimeouts(receive: configuration.initialTimeout, send: configuration.sendTimeoutPerCall)
             try deferAccepts(on: listener, configuration)
             let flags = fcntl(listener.fileDescriptor, F_GETFL)
             guard flags >= 0 else { throw SystemCallError.current("fcntl F_GETFL", listener.address) }

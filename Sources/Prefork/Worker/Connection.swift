@@ -113,13 +113,26 @@ public struct Connection {
     }
 
     /// The write above, from raw memory, for the built-in handlers.
+    ///
+    /// The whole call is bounded by `write-deadline`: each `send` by the socket's SO_SNDTIMEO
+    /// (at most the deadline), and once a send comes back short, the next ones by what is left
+    /// of it — a client that reads a byte now and then keeps every single send making progress,
+    /// and would otherwise hold the worker for as long as it likes.
     @inlinable
     package func write(_ bytes: UnsafeRawBufferPointer) throws(ConnectionError) {
+        // The coarse clock: a few loads in the vDSO, once per write.
+        let started = _writeStarted()
+        var lowered = false
+        defer { if lowered { _restoreSendTimeout(fileDescriptor) } }
         var offset = 0
         while offset < bytes.count {
             let n = send(fileDescriptor, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
             if n >= 0 {
                 offset += n
+                if offset < bytes.count && started > 0 {
+                    try _lowerSendTimeout(fileDescriptor, started: started, sent: offset, total: bytes.count)
+                    lowered = true
+                }
                 continue
             }
             let error = Errno(rawValue: Glibc.errno)
@@ -127,7 +140,7 @@ public struct Connection {
                 if StopRequest.current == .immediate { throw .stopRequested }
                 continue
             }
-            throw ConnectionError(writeError: error)
+            throw _writeFailed(fileDescriptor, error, started: started, sent: offset, total: bytes.count)
         }
     }
 
@@ -158,6 +171,8 @@ public enum ConnectionError: Error, Equatable, CustomStringConvertible {
     case reset
     /// The worker was asked to stop while this call waited.
     case stopRequested
+    /// `write-deadline` passed before the whole of one write was sent: `sent` of `total` bytes.
+    case writeDeadlinePassed(sent: Int, total: Int)
     /// Any other failure.
     case failed(SystemCallError)
 
@@ -185,6 +200,8 @@ public enum ConnectionError: Error, Equatable, CustomStringConvertible {
         case .timedOut: "timed out"
         case .reset: "connection reset by peer"
         case .stopRequested: "worker stopping"
+        case .writeDeadlinePassed(let sent, let total):
+            "write-deadline passed with \(sent) of \(total) bytes sent (the client reads too slowly); closing"
         case .failed(let error): error.description
         }
     }

@@ -44,6 +44,10 @@ enum WorkerProcess {
         if let level = launch.setup.logLevel { logger.logLevel = level }
         logger[metadataKey: "worker.pid"] = "\(getpid())"
         logger[metadataKey: "worker.generation"] = "\(launch.generation)"
+        let configuration = launch.setup.configuration
+        ConnectionState.setWriteLimits(
+            deadlineNs: Monotonic.nanoseconds(configuration.writeDeadline),
+            sendTimeoutNs: Monotonic.nanoseconds(configuration.sendTimeoutPerCall))
         let context = WorkerContext(workerNumber: number, generation: launch.generation, logger: logger)
         start(launch.setup.handler, launch, context: context)
     }
