@@ -22,14 +22,18 @@ import Testing
         return fd
     }
 
-    @Test func aClientThatReadsAByteEvery100msIsCutAtTheWriteDeadlineAndTheWorkerServesOthers() throws {
+    /// With the send timeout above the deadline, the first send is cut at the deadline; below
+    /// it, the first send comes back short at the send timeout and the next gets what is left.
+    @Test(arguments: [["--write-deadline", "2"], ["--write-deadline", "2", "--send-timeout", "1.5"]])
+    func aClientThatReadsAByteEvery100msIsCutAtTheWriteDeadlineAndTheWorkerServesOthers(limits: [String]) throws {
         // 8 MiB: on loopback the kernel takes a reply of a few MiB into the socket's send buffer
         // at once (autotuned up to tcp_wmem's 4 MiB), and the write is done before the client
         // reads anything; only what does not fit makes the worker wait on the client.
         let size = 8 << 20
-        let daemon = try Daemon([
-            "--listen", "127.0.0.1:0", "--workers", "1", "--write-deadline", "2", "--echo-max-message-bytes", "\(size)",
-        ])
+        let daemon = try Daemon(
+            [
+                "--listen", "127.0.0.1:0", "--workers", "1", "--echo-max-message-bytes", "\(size)",
+            ] + limits)
         defer { daemon.stop() }
         try daemon.waitForReady()
         let port = try daemon.port()

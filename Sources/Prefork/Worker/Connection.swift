@@ -117,21 +117,20 @@ public struct Connection {
     /// The whole call is bounded by `write-deadline`: each `send` by the socket's SO_SNDTIMEO
     /// (at most the deadline), and once a send comes back short, the next ones by what is left
     /// of it — a client that reads a byte now and then keeps every single send making progress,
-    /// and would otherwise hold the worker for as long as it likes.
+    /// and would otherwise hold the worker for as long as it likes. A write that one send
+    /// completes, nearly every one, reads no clock.
     @inlinable
     package func write(_ bytes: UnsafeRawBufferPointer) throws(ConnectionError) {
-        // The coarse clock: a few loads in the vDSO, once per write.
-        let started = _writeStarted()
-        var lowered = false
-        defer { if lowered { _restoreSendTimeout(fileDescriptor) } }
+        // When the write began, as worked out at its first short send (0: none yet, or no deadline).
+        var started: UInt64 = 0
+        defer { if started > 0 { _restoreSendTimeout(fileDescriptor) } }
         var offset = 0
         while offset < bytes.count {
             let n = send(fileDescriptor, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
             if n >= 0 {
                 offset += n
-                if offset < bytes.count && started > 0 {
-                    try _lowerSendTimeout(fileDescriptor, started: started, sent: offset, total: bytes.count)
-                    lowered = true
+                if offset < bytes.count {
+                    try _afterShortSend(fileDescriptor, started: &started, sent: offset, total: bytes.count)
                 }
                 continue
             }
