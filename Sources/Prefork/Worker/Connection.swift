@@ -121,26 +121,12 @@ public struct Connection {
     /// completes, nearly every one, reads no clock.
     @inlinable
     package func write(_ bytes: UnsafeRawBufferPointer) throws(ConnectionError) {
-        // When the write began, as worked out at its first short send (0: none yet, or no deadline).
-        var started: UInt64 = 0
-        defer { if started > 0 { _restoreSendTimeout(fileDescriptor) } }
-        var offset = 0
-        while offset < bytes.count {
-            let n = send(fileDescriptor, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
-            if n >= 0 {
-                offset += n
-                if offset < bytes.count {
-                    try _afterShortSend(fileDescriptor, started: &started, sent: offset, total: bytes.count)
-                }
-                continue
-            }
-            let error = Errno(rawValue: Glibc.errno)
-            if error == .interrupted {
-                if StopRequest.current == .immediate { throw .stopRequested }
-                continue
-            }
-            throw _writeFailed(fileDescriptor, error, started: started, sent: offset, total: bytes.count)
-        }
+        guard bytes.count > 0 else { return }
+        // Inlined: the one send that nearly every write is. Anything else — a short send, a
+        // signal, an error, the deadline — is left to a call out of line.
+        let n = send(fileDescriptor, bytes.baseAddress!, bytes.count, Int32(MSG_NOSIGNAL))
+        if n == bytes.count { return }
+        try _finishWrite(fileDescriptor, bytes, firstResult: n, firstErrno: n < 0 ? Glibc.errno : 0)
     }
 
     /// Shuts down both directions (`shutdown(SHUT_RDWR)`), as the seed's server does before
