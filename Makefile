@@ -24,9 +24,11 @@ build: deps
 release: deps
 	$(SWIFT) build $(RELEASE_FLAGS) --product preforkd
 
-# Runs the release binary: the one that ships, and the one whose start-up is measured.
+# Runs the release binary: the one that ships, and the one whose start-up is measured. As root
+# it serves as nobody (preforkd refuses to serve as root unless told allow-root).
+RUN_AS = $(if $(filter 0,$(shell id -u)),--user nobody)
 run: release
-	$(RELEASE_DIR)/release/preforkd --listen $(ADDRESS) --handler echo
+	$(RELEASE_DIR)/release/preforkd --listen $(ADDRESS) --handler echo $(RUN_AS)
 
 # Unit and integration tests (Swift Testing), then the unit files: static checks, and a real
 # systemd as PID 1 in a container running them with the binary just built; then the forward

@@ -14,6 +14,8 @@ SCEN=${4:-conn}
 PORT=${PORT:-21095}
 ROOT=$(cd .. && pwd)
 PREFORKD=${PREFORKD:-$ROOT/.build-release/release/preforkd}
+# As root, preforkd serves as root only when told; what it runs as changes nothing measured here.
+ROOT_FLAGS=(); [ "$(id -u)" = 0 ] && ROOT_FLAGS=(--allow-root)
 [ -x build/loadgen ] && [ -x build/cprefork ] || make -s build
 command -v valgrind >/dev/null || { apt-get install -y valgrind >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y valgrind >/dev/null; }; }
 
@@ -37,7 +39,7 @@ worker_ir() {
     preforkd)
       [ -f "$TMP/preforkd" ] || objcopy --strip-debug "$PREFORKD" "$TMP/preforkd"
       [ "$SCEN" = keepalive ] && ka=(--echo-keep-alive)
-      bin=("$TMP/preforkd" --listen "127.0.0.1:$PORT" --workers 1 "${ka[@]}" --log-level warning) ;;
+      bin=("$TMP/preforkd" --listen "127.0.0.1:$PORT" --workers 1 "${ka[@]}" --log-level warning "${ROOT_FLAGS[@]}") ;;
     c-prefork)
       [ "$SCEN" = keepalive ] && ka=(--keep-alive)
       bin=(build/cprefork --listen "127.0.0.1:$PORT" --workers 1 "${ka[@]}") ;;

@@ -12,6 +12,8 @@ SCEN=${3:-conn}
 PORT=${PORT:-21090}
 ROOT=$(cd .. && pwd)
 PREFORKD=${PREFORKD:-$ROOT/.build-release/release/preforkd}
+# As root, preforkd serves as root only when told; what it runs as changes nothing measured here.
+ROOT_FLAGS=(); [ "$(id -u)" = 0 ] && ROOT_FLAGS=(--allow-root)
 [ -x build/loadgen ] && [ -x build/cprefork ] || make -s build
 command -v strace >/dev/null || { apt-get install -y strace >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y strace >/dev/null; }; }
 
@@ -20,7 +22,7 @@ case "$PEER" in
   preforkd)
     [ -x "$PREFORKD" ] || { echo "preforkd not built ($PREFORKD)"; exit 1; }
     [ "$SCEN" = keepalive ] && KA=(--echo-keep-alive)
-    CMD=("$PREFORKD" --listen "127.0.0.1:$PORT" --workers 1 "${KA[@]}" --log-level warning) ;;
+    CMD=("$PREFORKD" --listen "127.0.0.1:$PORT" --workers 1 "${KA[@]}" --log-level warning "${ROOT_FLAGS[@]}") ;;
   c-prefork)
     [ "$SCEN" = keepalive ] && KA=(--keep-alive)
     CMD=(build/cprefork --listen "127.0.0.1:$PORT" --workers 1 "${KA[@]}") ;;

@@ -42,6 +42,8 @@ CLASSICS = os.environ.get("CLASSICS", "1") != "0"
 CLASSIC_CONCURRENCY = {"conn": int(os.environ.get("CLASSIC_CONCURRENCY_CONN", "32")),
                        "keepalive": int(os.environ.get("CLASSIC_CONCURRENCY_KA", "4"))}
 PREFORKD = os.environ.get("PREFORKD", os.path.join(ROOT, ".build-release", "release", "preforkd"))
+# As root, preforkd serves as root only when told; every peer runs as the same user, like for like.
+PREFORKD_ROOT_FLAGS = ["--allow-root"] if os.geteuid() == 0 else []
 LOADGEN = os.path.join(BIN, "loadgen")
 CPREFORK = os.path.join(BIN, "cprefork")
 STARTUP_LAUNCH = os.path.join(BIN, "startup-launch")
@@ -164,12 +166,12 @@ def peers():
     ps = []
     ps.append(dict(name="preforkd", classic=False, client_closes=False, modes=("conn", "keepalive"),
                    argv=lambda port, ka: [PREFORKD, "--listen", f"{HOST}:{port}", "--workers", str(WORKERS)]
-                   + (["--echo-keep-alive"] if ka else []) + ["--log-level", "warning"]))
+                   + (["--echo-keep-alive"] if ka else []) + ["--log-level", "warning"] + PREFORKD_ROOT_FLAGS))
     ps.append(dict(name="preforkd-spare", classic=False, client_closes=False, modes=("keepalive",),
                    concurrencies=(SPARE_CONCURRENCY,),
                    argv=lambda port, ka: [PREFORKD, "--listen", f"{HOST}:{port}", "--workers", str(WORKERS),
                                           "--min-spare", str(WORKERS), "--max-workers", str(SPARE_MAX_WORKERS),
-                                          "--echo-keep-alive", "--log-level", "warning"]))
+                                          "--echo-keep-alive", "--log-level", "warning"] + PREFORKD_ROOT_FLAGS))
     ps.append(dict(name="c-prefork", classic=False, client_closes=False, modes=("conn", "keepalive"),
                    argv=lambda port, ka: [CPREFORK, "--listen", f"{HOST}:{port}", "--workers", str(WORKERS)]
                    + (["--keep-alive"] if ka else [])))
@@ -284,7 +286,7 @@ def measure_startup(rounds=STARTUP_ROUNDS):
     the timed path), interleaved in one run; see startup/launch.c."""
     path = os.path.join(tmpdir, "startup.json")
     out = subprocess.run([STARTUP_LAUNCH, "-n", str(rounds), "-w", str(WORKERS), "-j", path,
-                          f"preforkd={PREFORKD}", f"floor={STARTUP_FLOOR}"],
+                          " ".join([f"preforkd={PREFORKD}"] + PREFORKD_ROOT_FLAGS), f"floor={STARTUP_FLOOR}"],
                          capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
         return dict(error=(out.stderr.strip().splitlines() or ["launcher failed"])[-1])

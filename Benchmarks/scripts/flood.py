@@ -37,7 +37,9 @@ def main():
     log = tempfile.NamedTemporaryFile(prefix="preforkd-flood-", suffix=".log", delete=False)
     flag = "--defer-accept" if args.defer_accept == "on" else "--no-defer-accept"
     server = subprocess.Popen(
-        [args.preforkd, "--listen", "127.0.0.1:0", "--workers", "4", "--initial-timeout", "10", flag],
+        [args.preforkd, "--listen", "127.0.0.1:0", "--workers", "4", "--initial-timeout", "10", flag]
+        # As root, preforkd serves as root only when told (what it runs as changes nothing here).
+        + (["--allow-root"] if os.geteuid() == 0 else []),
         stderr=log, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     try:

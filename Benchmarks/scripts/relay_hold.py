@@ -98,7 +98,9 @@ upstream = ["127.0.0.1:{upstream_port}"]
         notify.bind(os.path.join(directory, "notify.sock"))
         env = dict(os.environ, NOTIFY_SOCKET=notify.getsockname(), RUNTIME_DIRECTORY=directory)
         log = open(os.path.join(directory, "stderr.log"), "w")
-        server = subprocess.Popen([args.preforkd, "--config", config], env=env, stderr=log)
+        # As root, preforkd serves as root only when told (what it runs as changes nothing here).
+        root = ["--allow-root"] if os.geteuid() == 0 else []
+        server = subprocess.Popen([args.preforkd, "--config", config] + root, env=env, stderr=log)
         port = wait_ready(notify, deadline)
         idle_rss, idle_pss = memory_of([server.pid] + children(server.pid))
 

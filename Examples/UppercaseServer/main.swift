@@ -1,5 +1,6 @@
 // An example of embedding the Prefork engine with a handler of your own: each connection's
 // first line comes back in upper case. Run it, then: printf 'hello\n' | nc 127.0.0.1 12000
+import Glibc
 import Logging
 import Prefork
 
@@ -37,6 +38,9 @@ let server = PreforkServer(logger: Logger(label: "uppercase")) {
     var configuration = ServerConfiguration()
     configuration.listen = [try ListenAddress(parsing: address)]
     configuration.workers = 2
+    // Started as root, serve as nobody (the listener is bound first); the engine refuses to serve
+    // as root unless told `allowRoot`.
+    if geteuid() == 0 { configuration.user = "nobody" }
     return ServerSetup(configuration: configuration, handler: UppercaseHandler())
 }
 server.runAndExit()

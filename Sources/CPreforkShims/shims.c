@@ -314,3 +314,62 @@ int pf_spawn_probe(const char *path, char *const argv[], char *const envp[], int
 }
 
 int pf_execve(const char *path, char *const argv[], char *const envp[]) { return execve(path, argv, envp); }
+// MARK: privileges
+
+#include <grp.h>
+#include <linux/capability.h>
+#include <sys/syscall.h>
+
+const int pf_cap_net_bind_service = CAP_NET_BIND_SERVICE;
+const int pf_cap_setuid = CAP_SETUID;
+
+int pf_clear_supplementary_groups(void) { return setgroups(0, NULL); }
+
+int pf_setresuid(uid_t uid) { return setresuid(uid, uid, uid); }
+int pf_setresgid(gid_t gid) { return setresgid(gid, gid, gid); }
+int pf_getresuid(uid_t *real, uid_t *effective, uid_t *saved) { return getresuid(real, effective, saved); }
+int pf_getresgid(gid_t *real, gid_t *effective, gid_t *saved) { return getresgid(real, effective, saved); }
+
+int pf_set_keep_capabilities(int keep) { return prctl(PR_SET_KEEPCAPS, (unsigned long)(keep != 0), 0, 0, 0); }
+
+int pf_set_no_new_privileges(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1UL, 0, 0, 0); }
+
+int pf_no_new_privileges(void) { return prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); }
+
+/// capget(2) of this process's sets (version 3: two 32-bit words per set).
+static int get_capabilities(struct __user_cap_data_struct data[2]) {
+    struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    return (int)syscall(SYS_capget, &header, data);
+}
+
+static int set_capabilities(struct __user_cap_data_struct data[2]) {
+    struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    return (int)syscall(SYS_capset, &header, data);
+}
+
+int pf_has_effective_capability(int capability) {
+    struct __user_cap_data_struct data[2];
+    if (get_capabilities(data) != 0) return -1;
+    return (data[CAP_TO_INDEX(capability)].effective & CAP_TO_MASK(capability)) != 0;
+}
+
+int pf_keep_only_capability(int capability) {
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    uint32_t mask = CAP_TO_MASK(capability);
+    int index = CAP_TO_INDEX(capability);
+    data[index].effective = mask;
+    data[index].permitted = mask;
+    data[index].inheritable = mask;
+    if (set_capabilities(data) != 0) return -1;
+    return prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, (unsigned long)capability, 0, 0);
+}
+
+int pf_drop_all_capabilities(void) {
+    struct __user_cap_data_struct data[2];
+    if (get_capabilities(data) != 0) return -1;
+    if ((data[0].permitted | data[1].permitted | data[0].inheritable | data[1].inheritable) == 0) return 0;
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) return -1;
+    memset(data, 0, sizeof data);
+    return set_capabilities(data);
+}

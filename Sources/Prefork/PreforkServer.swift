@@ -138,10 +138,13 @@ public struct PreforkServer {
         var logger = logger
         // The first generation is in force from here on.
         if let level = setup.logLevel { logger.logLevel = level }
+        // Before anything is bound: a start that could not switch user stops here.
+        let account = try Privileges.plan(for: setup.configuration)
         // Before any socket is opened, and inherited by every worker.
         try OpenFileLimit.apply(setup.configuration.openFiles, logger: logger)
         let supervisor = try Supervisor(
-            setup: setup, inherited: inherited, handover: handover, loader: loader, logger: logger)
+            setup: setup, inherited: inherited, handover: handover, account: account, loader: loader,
+            logger: logger)
         return supervisor.run()
     }
 }

@@ -25,6 +25,12 @@ public struct EchoHandler: ConnectionHandler, BuiltInHandler {
         public var maxMessageBytes = 1 << 20
         /// `message-timeout`: how long a message may take to arrive completely (checked between reads).
         public var messageTimeout: Duration = .seconds(30)
+        /// `max-messages`: with keep-alive, the most messages one connection is served; it is
+        /// closed after the reply to the last (nginx's `keepalive_requests`). 0: no limit.
+        public var maxMessages = 0
+        /// `max-lifetime`: with keep-alive, how long one connection is served; it is closed after
+        /// the first reply sent past it (nginx's `keepalive_time`). 0: no limit.
+        public var maxLifetime: Duration = .zero
 
         /// The defaults.
         public init() {}
@@ -46,6 +52,12 @@ public struct EchoHandler: ConnectionHandler, BuiltInHandler {
             .seconds(
                 "message-timeout", \.messageTimeout, in: .milliseconds(1)...(.seconds(86400)),
                 help: "Echo: seconds a whole message may take to arrive."),
+            .integer(
+                "max-messages", \.maxMessages, in: 0...(1 << 40),
+                help: "Echo: with keep-alive, messages served per connection before it is closed; 0 for no limit."),
+            .seconds(
+                "max-lifetime", \.maxLifetime, in: .zero...(.seconds(86400 * 365)),
+                help: "Echo: with keep-alive, seconds a connection is served before it is closed; 0 for no limit."),
         ])
 
         static let tag: [UInt8] = Array("<EOF>".utf8)
@@ -57,6 +69,8 @@ public struct EchoHandler: ConnectionHandler, BuiltInHandler {
     private let configuration: Configuration
     /// `message-timeout` in the monotonic clock's unit, worked out once rather than per message.
     private let messageTimeoutNs: UInt64
+    /// `max-lifetime` likewise; 0 for none.
+    private let maxLifetimeNs: UInt64
     /// One buffer per worker (allocated after fork, in `prepare`), reused by every connection.
     private var buffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
 
@@ -65,6 +79,8 @@ public struct EchoHandler: ConnectionHandler, BuiltInHandler {
         self.configuration = configuration
         let (seconds, attoseconds) = max(configuration.messageTimeout, .zero).components
         self.messageTimeoutNs = UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+        let (lifetimeSeconds, lifetimeAttoseconds) = max(configuration.maxLifetime, .zero).components
+        self.maxLifetimeNs = UInt64(lifetimeSeconds) * 1_000_000_000 + UInt64(lifetimeAttoseconds / 1_000_000_000)
     }
 
     /// Allocates the worker's message buffer (`max-message-bytes`).
@@ -94,11 +110,15 @@ public struct EchoHandler: ConnectionHandler, BuiltInHandler {
         var searchedUpTo = 0
         // What fits in the message buffer; anything beyond it makes the message too long.
         let usable = min(initialData.count, buffer.count)
+        // Messages served, and when the connection began (only read with max-lifetime).
+        var served = 0
+        let began = maxLifetimeNs > 0 ? Monotonic.now() : 0
         if let end = Self.tagEnd(in: initialData.baseAddress!, from: 0, to: usable) {
             // The usual case: the whole message came with the initial read. Echo it from there,
             // without copying it into the message buffer first.
             try connection.write(UnsafeRawBufferPointer(start: initialData.baseAddress, count: end))
-            guard configuration.keepAlive, !context.isStopping else {
+            served = 1
+            guard configuration.keepAlive, !context.isStopping, mayServeMore(served, began: began, context) else {
                 connection.shutdown()
                 return
             }
@@ -146,7 +166,8 @@ public struct EchoHandler: ConnectionHandler, BuiltInHandler {
             }
             searchedUpTo = 0
             try connection.write(UnsafeRawBufferPointer(start: buffer.baseAddress, count: messageLength))
-            guard configuration.keepAlive, !context.isStopping else {
+            served &+= 1
+            guard configuration.keepAlive, !context.isStopping, mayServeMore(served, began: began, context) else {
                 connection.shutdown()
                 return
             }
@@ -156,6 +177,23 @@ public struct EchoHandler: ConnectionHandler, BuiltInHandler {
             filled = rest
             overflowed = false
         }
+    }
+
+    /// Whether a keep-alive connection that has been served `served` messages, since `began`,
+    /// may be served another (`max-messages`, `max-lifetime`).
+    @inline(__always)
+    private func mayServeMore(_ served: Int, began: UInt64, _ context: WorkerContext) -> Bool {
+        let limit = configuration.maxMessages
+        if limit > 0 && served >= limit {
+            context.logger.debug("Keep-alive connection served \(served) messages (max-messages); closing")
+            return false
+        }
+        if maxLifetimeNs > 0 && Monotonic.now() &- began >= maxLifetimeNs {
+            context.logger.debug(
+                "Keep-alive connection open for \(configuration.maxLifetime.secondsText) s (max-lifetime); closing")
+            return false
+        }
+        return true
     }
 
     private enum Received {

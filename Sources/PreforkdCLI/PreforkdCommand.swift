@@ -40,6 +40,7 @@ public struct PreforkdCommand: ParsableCommand {
     @Option(name: .setting("initial-bytes"), help: .setting("initial-bytes")) var initialBytes: String?
     @Option(name: .setting("initial-timeout"), help: .setting("initial-timeout")) var initialTimeout: String?
     @Option(name: .setting("send-timeout"), help: .setting("send-timeout")) var sendTimeout: String?
+    @Option(name: .setting("write-deadline"), help: .setting("write-deadline")) var writeDeadline: String?
     @Option(name: .setting("handler"), help: .setting("handler")) var handler: String?
     @Option(name: .setting("graceful-timeout"), help: .setting("graceful-timeout")) var gracefulTimeout: String?
     @Option(name: .setting("boot-timeout"), help: .setting("boot-timeout")) var bootTimeout: String?
@@ -56,6 +57,9 @@ public struct PreforkdCommand: ParsableCommand {
     @Flag(name: .setting("defer-accept"), inversion: .prefixedNo, help: .setting("defer-accept"))
     var deferAccept: Bool?
     @Option(name: .setting("open-files"), help: .setting("open-files")) var openFiles: String?
+    @Option(name: .setting("user"), help: .setting("user")) var user: String?
+    @Option(name: .setting("group"), help: .setting("group")) var group: String?
+    @Flag(name: .setting("allow-root"), inversion: .prefixedNo, help: .setting("allow-root")) var allowRoot: Bool?
     @Option(name: .setting("accept-proxy"), help: .setting("accept-proxy")) var acceptProxy: String?
     @Option(name: .setting("accept-proxy-from"), help: .setting("accept-proxy-from")) var acceptProxyFrom: [String] = []
     @Option(name: .setting("log-level"), help: .setting("log-level")) var logLevel: String?
@@ -67,6 +71,8 @@ public struct PreforkdCommand: ParsableCommand {
     var echoMaxMessageBytes: String?
     @Option(name: .setting("echo.message-timeout"), help: .setting("echo.message-timeout"))
     var echoMessageTimeout: String?
+    @Option(name: .setting("echo.max-messages"), help: .setting("echo.max-messages")) var echoMaxMessages: String?
+    @Option(name: .setting("echo.max-lifetime"), help: .setting("echo.max-lifetime")) var echoMaxLifetime: String?
     @Option(name: .setting("forward.probe-timeout"), help: .setting("forward.probe-timeout"))
     var forwardProbeTimeout: String?
     @Option(name: .setting("forward.connect-timeout"), help: .setting("forward.connect-timeout"))
@@ -93,6 +99,7 @@ public struct PreforkdCommand: ParsableCommand {
         return [
             ("listen", .texts(listen)), ("workers", text(workers)), ("initial-bytes", text(initialBytes)),
             ("initial-timeout", text(initialTimeout)), ("send-timeout", text(sendTimeout)),
+            ("write-deadline", text(writeDeadline)),
             ("handler", text(handler)), ("graceful-timeout", text(gracefulTimeout)),
             ("boot-timeout", text(bootTimeout)), ("handler-timeout", text(handlerTimeout)),
             ("max-connections-per-worker", text(maxConnectionsPerWorker)), ("min-spare", text(minSpare)),
@@ -100,12 +107,14 @@ public struct PreforkdCommand: ParsableCommand {
             ("runtime-directory", text(runtimeDirectory)),
             ("backlog", text(backlog)),
             ("unix-mode", text(unixMode)), ("fd-store", .toggle(fdStore)), ("defer-accept", .toggle(deferAccept)),
-            ("open-files", text(openFiles)), ("accept-proxy", text(acceptProxy)),
+            ("open-files", text(openFiles)), ("user", text(user)), ("group", text(group)),
+            ("allow-root", .toggle(allowRoot)), ("accept-proxy", text(acceptProxy)),
             ("accept-proxy-from", .texts(acceptProxyFrom)),
             ("log-level", text(logLevel)),
             ("log-format", text(logFormat)), ("echo.keep-alive", .toggle(echoKeepAlive)),
             ("echo.idle-timeout", text(echoIdleTimeout)), ("echo.max-message-bytes", text(echoMaxMessageBytes)),
             ("echo.message-timeout", text(echoMessageTimeout)),
+            ("echo.max-messages", text(echoMaxMessages)), ("echo.max-lifetime", text(echoMaxLifetime)),
             ("forward.probe-timeout", text(forwardProbeTimeout)),
             ("forward.connect-timeout", text(forwardConnectTimeout)),
             ("forward.idle-timeout", text(forwardIdleTimeout)), ("forward.probe-bytes", text(forwardProbeBytes)),

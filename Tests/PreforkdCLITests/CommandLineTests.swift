@@ -22,12 +22,16 @@ struct ConfigFixture {
     /// A flag text for every setting with a flag, each different from the default.
     static let samples: [String: String] = [
         "listen": "[::1]:9", "workers": "7", "initial-bytes": "77", "initial-timeout": "2.5",
-        "send-timeout": "0.125", "handler": "echo", "graceful-timeout": "0", "boot-timeout": "2.5",
+        "send-timeout": "0.125", "write-deadline": "9.5", "handler": "echo", "graceful-timeout": "0",
+        "boot-timeout": "2.5",
         "handler-timeout": "7", "max-connections-per-worker": "1000", "min-spare": "2", "max-workers": "9",
         "spare-timeout": "4.5", "runtime-directory": "/run/preforkd-sample", "backlog": "99",
-        "unix-mode": "0600", "open-files": "4096", "accept-proxy": "v2", "accept-proxy-from": "10.0.0.0/8",
+        "unix-mode": "0600", "open-files": "4096", "user": "nobody", "group": "nogroup",
+        "accept-proxy": "v2", "accept-proxy-from": "10.0.0.0/8",
         "log-level": "debug", "log-format": "json", "echo.idle-timeout": "3.75", "echo.max-message-bytes": "64",
-        "echo.message-timeout": "12", "forward.probe-timeout": "0.5", "forward.connect-timeout": "1.5",
+        "echo.message-timeout": "12",
+        "echo.max-messages": "100", "echo.max-lifetime": "300", "forward.probe-timeout": "0.5",
+        "forward.connect-timeout": "1.5",
         "forward.idle-timeout": "60", "forward.probe-bytes": "4096", "forward.relay": "copy",
     ]
 
@@ -37,7 +41,11 @@ struct ConfigFixture {
         case .toggle:
             return [flag.render(Settings()) == .boolean(true) ? "--no-\(flag.flagName)" : "--\(flag.flagName)"]
         default:
-            return ["--\(flag.flagName)", try #require(Self.samples[flag.key], "a sample for \(flag.key)")]
+            // A group is only taken with a user.
+            let prerequisite = flag.key == "group" ? ["--user", "nobody"] : []
+            return prerequisite + [
+                "--\(flag.flagName)", try #require(Self.samples[flag.key], "a sample for \(flag.key)"),
+            ]
         }
     }
 

@@ -64,6 +64,10 @@ public final class Daemon: @unchecked Sendable {
     ///     parent could leave them; set by `env --ignore-signal=N… -- BINARY …`, which execs the
     ///     binary in the same process, so `pid` is the daemon's.
     ///   - blocking: signals the daemon starts with blocked.
+    ///   - allowRoot: run as root, the test runs preforkd with `--allow-root` (added after the
+    ///     preforkd binary wherever it is in the command, a wrapper's arguments included): tests
+    ///     that are not about privileges serve as whoever runs them. False for the tests of the
+    ///     refusal and of `user`.
     ///
     /// Signals 32 and 33, glibc's own, start ignored whatever is asked: glibc's posix_spawn sets
     /// them so in every child.
@@ -73,7 +77,8 @@ public final class Daemon: @unchecked Sendable {
         environment: [String: String] = [:],
         standardError: StandardError = .captured,
         ignoring: [Int32] = [],
-        blocking: [Int32] = []
+        blocking: [Int32] = [],
+        allowRoot: Bool = true
     ) throws {
         let directory = NSTemporaryDirectory() + "preforkd-it-\(UUID().uuidString.prefix(8))"
         self.directory = directory
@@ -88,6 +93,9 @@ public final class Daemon: @unchecked Sendable {
         do {
             guard log >= 0, null >= 0 else { throw TestFailure("open \(logPath) or /dev/null: errno \(errno)") }
             notify = try NotifyReceiver(path: directory + "/notify.sock")
+            // A daemon that switches to another user (`user`) still sends to it, as systemd's
+            // socket lets any process send.
+            chmod(notify.path, 0o666)
         } catch {
             try? FileManager.default.removeItem(atPath: directory)
             throw error
@@ -102,12 +110,12 @@ public final class Daemon: @unchecked Sendable {
         env.merge(environment) { $1 }
 
         var program = binary
-        var argv = arguments
+        var argv = allowRoot ? Self.allowingRoot(arguments, binary: binary) : arguments
         if !ignoring.isEmpty {
             // env sets SIG_IGN and execs the binary in place (same pid). Not dash's `trap '' CHLD`:
             // dash keeps SIGCHLD for itself and execs with it at its default.
             program = "/usr/bin/env"
-            argv = ignoring.map { "--ignore-signal=\($0)" } + ["--", binary] + arguments
+            argv = ignoring.map { "--ignore-signal=\($0)" } + ["--", binary] + argv
         }
 
         var descriptors: [Spawn.Descriptor] = [(0, null), (1, log)]
@@ -136,6 +144,20 @@ public final class Daemon: @unchecked Sendable {
     }
 
     deinit { stop() }
+
+    /// `arguments` with `--allow-root` after the preforkd binary (the program itself, or a word
+    /// of a wrapper's command line), when this process is root; `preforkd status` has no such flag.
+    static func allowingRoot(_ arguments: [String], binary: String) -> [String] {
+        guard geteuid() == 0 else { return arguments }
+        if binary == Binaries.preforkd {
+            return arguments.first == "status" ? arguments : ["--allow-root"] + arguments
+        }
+        guard let index = arguments.firstIndex(of: Binaries.preforkd), arguments.dropFirst(index + 1).first != "status"
+        else { return arguments }
+        var result = arguments
+        result.insert("--allow-root", at: index + 1)
+        return result
+    }
 
     /// Everything the process wrote to stdout and (when captured) stderr so far.
     public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }

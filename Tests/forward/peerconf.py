@@ -14,6 +14,7 @@ A route with no matching key is the catch-all. Options: --lb ADDR (a second list
 PROXY v2 from --lb-from CIDRs), --workers N, --threads N (haproxy's nbthread), --probe-timeout S,
 --initial-timeout S, --runtime-directory DIR, --log-level L. The benchmark imports the functions.
 """
+import os
 import argparse
 import re
 import shlex
@@ -54,6 +55,9 @@ def preforkd_config(routes, listen, lb=None, lb_from=(), workers=4, probe_timeou
     listeners = [listen] + ([lb] if lb else [])
     lines = [f"listen = {toml_list(listeners)}", 'handler = "forward"', f"workers = {workers}",
              f"log-level = {toml_string(log_level)}"]
+    if os.geteuid() == 0:
+        # The peers under test run as root here too; preforkd refuses that unless told.
+        lines.append("allow-root = true")
     if any(r.get("protocol") == "timeout" for r in routes):
         # a client that sends nothing must reach a worker, which then routes it on silence
         lines.append("defer-accept = false")

@@ -100,6 +100,11 @@ typedef struct pf_connection_state {
     uint32_t proxied_local_length;
     /// The destination the last PROXY header on `proxied_listener` named.
     struct sockaddr_storage proxied_local;
+    /// `write-deadline` in nanoseconds (0: off), and the send timeout each connection inherits
+    /// from its listener (SO_SNDTIMEO), to put back after a write that lowered it: set once per
+    /// worker.
+    uint64_t write_deadline_ns;
+    uint64_t send_timeout_ns;
 } pf_connection_state;
 
 /// This process's current connection.
@@ -198,5 +203,36 @@ void pf_route_tally_open(pf_route_tally *tally);
 void pf_route_tally_close(pf_route_tally *tally);
 uint64_t pf_route_tally_total(const pf_route_tally *tally);
 int64_t pf_route_tally_open_count(const pf_route_tally *tally);
+
+// MARK: privileges
+
+/// setgroups(2) with no groups: clears the supplementary groups.
+int pf_clear_supplementary_groups(void);
+/// setresuid(2) and setresgid(2): all three ids at once.
+int pf_setresuid(uid_t uid);
+int pf_setresgid(gid_t gid);
+/// getresuid(2) and getresgid(2).
+int pf_getresuid(uid_t *real, uid_t *effective, uid_t *saved);
+int pf_getresgid(gid_t *real, gid_t *effective, gid_t *saved);
+/// prctl(PR_SET_KEEPCAPS): whether permitted capabilities survive a change from uid 0 to another.
+int pf_set_keep_capabilities(int keep);
+/// prctl(PR_SET_NO_NEW_PRIVS, 1): no exec from here on can gain privileges (setuid bits, file
+/// capabilities). Inherited across fork and exec, never undone.
+int pf_set_no_new_privileges(void);
+/// prctl(PR_GET_NO_NEW_PRIVS): 1 when set, 0 when not, -1 on error.
+int pf_no_new_privileges(void);
+/// Whether `capability` (CAP_…) is in this process's effective set: 1, 0, or -1 on error.
+int pf_has_effective_capability(int capability);
+/// Sets the effective, permitted and inheritable sets to `capability` alone (a raw capset(2):
+/// no libcap), and raises it in the ambient set too, so that it survives an exec of this
+/// program (as non-root, an exec otherwise clears the permitted set).
+int pf_keep_only_capability(int capability);
+/// Clears the ambient, effective, permitted and inheritable sets; a no-op (no capset at all, which
+/// a seccomp filter may forbid) when the permitted set is already empty.
+int pf_drop_all_capabilities(void);
+/// CAP_NET_BIND_SERVICE: what binding a port below 1024 takes.
+extern const int pf_cap_net_bind_service;
+/// CAP_SETUID: what switching to another user takes.
+extern const int pf_cap_setuid;
 
 #endif

@@ -17,6 +17,10 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var initialTimeout: Duration = .seconds(10)
     /// `send-timeout`: how long a write may block on a client that does not read.
     public var sendTimeout: Duration = .seconds(30)
+    /// `write-deadline`: the most one write to a client may take in all (zero: no limit). The
+    /// send timeout bounds each `send` only, and a client that reads a byte now and then makes
+    /// every one of them progress; past the deadline the write fails and the connection closes.
+    public var writeDeadline: Duration = .seconds(60)
     /// `graceful-timeout`: how long the workers get to finish their connections on stop or
     /// reload, before they are killed.
     public var gracefulTimeout: Duration = .seconds(30)
@@ -64,6 +68,15 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// for services); a number above the hard limit needs CAP_SYS_RESOURCE, or preforkd refuses
     /// to start.
     public var openFiles: Int = 0
+    /// `user`: the user (a name or a numeric uid) the workers serve as, and the supervisor runs as
+    /// once it has bound its listeners; empty to stay who preforkd was started as. Started as
+    /// root, the supervisor keeps only CAP_NET_BIND_SERVICE, so that a reload can bind new ports.
+    public var user: String = ""
+    /// `group`: the group (a name or a numeric gid) to serve as; empty for `user`'s primary group.
+    public var group: String = ""
+    /// `allow-root`: serve as root when started as root with no `user` (or `user = "root"`);
+    /// without it preforkd refuses to start.
+    public var allowRoot: Bool = false
     /// `accept-proxy` and `accept-proxy-from`: the PROXY protocol header required of connections
     /// on every listener that ``listenerProxyProtocol`` does not name.
     public var proxyProtocol = ProxyProtocolPolicy()
@@ -96,6 +109,22 @@ public struct ServerConfiguration: Sendable, Equatable {
             return "/run/preforkd"
         }
         return String(value.split(separator: ":").first ?? "/run/preforkd")
+    }
+
+    /// The send timeout each connection gets from its listener (SO_SNDTIMEO): `send-timeout`,
+    /// or `write-deadline` when that is shorter, so that no single send outlasts the deadline.
+    public var sendTimeoutPerCall: Duration {
+        writeDeadline > .zero ? min(sendTimeout, writeDeadline) : sendTimeout
+    }
+
+    /// `user` and `group` resolved, or nil when no `user` is set.
+    public func serviceAccount() throws(ConfigurationError) -> ServiceAccount? {
+        guard !user.isEmpty else { return nil }
+        do throws(SettingError) {
+            return try ServiceAccount.resolve(user: user, group: group)
+        } catch {
+            throw ConfigurationError(key: "user", value: user, reason: error.reason)
+        }
     }
 
     /// The status file's path, or nil when `runtimeDirectory` is empty.
@@ -157,6 +186,9 @@ public struct ServerConfiguration: Sendable, Equatable {
             .seconds(
                 "send-timeout", \.sendTimeout, in: .milliseconds(1)...(.seconds(86400)),
                 help: "Seconds a write may block on a client that does not read."),
+            .seconds(
+                "write-deadline", \.writeDeadline, in: .zero...(.seconds(86400)),
+                help: "Seconds one write to a client may take in all (a slow reader is cut off); 0 for no limit."),
             .seconds(
                 "graceful-timeout", \.gracefulTimeout, in: .zero...(.seconds(86400)),
                 help: "Seconds to drain on SIGTERM or reload before SIGKILL."),
@@ -244,7 +276,51 @@ public struct ServerConfiguration: Sendable, Equatable {
             .integer(
                 "open-files", \.openFiles, in: 0...(1 << 30),
                 help: "Open-file limit of the supervisor and its workers; 0 for the hard limit."),
+            .account(
+                "user", \.user,
+                help: "Serve as this user (name or uid) once the listeners are bound; empty to stay as started.",
+                valueName: "user",
+                check: { configuration throws(SettingError) in
+                    guard !configuration.user.isEmpty else { return }
+                    let (uid, primaryGroup) = try ServiceAccount.uid(of: configuration.user)
+                    if primaryGroup == nil && configuration.group.isEmpty {
+                        throw SettingError("uid \(uid) has no passwd entry: set group as well")
+                    }
+                }),
+            .account(
+                "group", \.group, help: "Serve as this group (name or gid); empty for the user's primary group.",
+                valueName: "group",
+                check: { configuration throws(SettingError) in
+                    guard !configuration.group.isEmpty else { return }
+                    guard !configuration.user.isEmpty else { throw SettingError("needs user") }
+                    _ = try ServiceAccount.gid(of: configuration.group)
+                }),
+            .boolean(
+                "allow-root", \.allowRoot,
+                help: "Serve as root when started as root without user (refused otherwise).", defaultDescription: "off"),
         ] + ProxyProtocolPolicy.settings.lifted(\ServerConfiguration.proxyProtocol))
+}
+
+extension Setting where Root == ServerConfiguration {
+    /// `user` or `group`: a name or a number, in a string (a bare integer is taken as well) or a
+    /// flag; `check` resolves it.
+    fileprivate static func account(
+        _ key: String, _ path: WritableKeyPath<ServerConfiguration, String> & Sendable, help: String,
+        valueName: String, check: @escaping @Sendable (ServerConfiguration) throws(SettingError) -> Void
+    ) -> Setting {
+        Setting(
+            key: key, help: help, flag: .value(name: valueName),
+            read: { value, configuration throws(SettingError) in
+                switch value {
+                case .string(let text): configuration[keyPath: path] = text
+                case .integer(let number) where number >= 0: configuration[keyPath: path] = "\(number)"
+                default: throw SettingError("expected a name or a number, got \(value.kindDescription)")
+                }
+            },
+            parseFlag: { .string($0) },
+            render: { .string($0[keyPath: path]) },
+            check: check)
+    }
 }
 
 /// An invalid setting: which key, the value given, and why it is refused.

@@ -186,7 +186,7 @@ struct ListenerBook {
     static func apply(_ setup: ServerSetup, to listeners: [Listener], listenerCount: Int) throws(SystemCallError) {
         let configuration = setup.configuration
         for listener in listeners {
-            try listener.setTimeouts(receive: configuration.initialTimeout, send: configuration.sendTimeout)
+            try listener.setTimeouts(receive: configuration.initialTimeout, send: configuration.sendTimeoutPerCall)
             // A handler that answers silent clients must see them at initial-timeout, not after
             // the kernel has held them for as long again.
             let defers = configuration.deferAccept && !setup.handler.answersSilentClients(on: listener)

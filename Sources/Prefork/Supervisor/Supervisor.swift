@@ -36,8 +36,11 @@ final class Supervisor {
     /// What the previous image handed over when this one was started by an in-place upgrade.
     private let handover: UpgradeHandover?
 
+    /// Binds or takes the listeners (or adopts the previous image's, after an in-place upgrade)
+    /// and maps the scoreboard, then switches to `account` (the configuration's `user`), when
+    /// there is one.
     init(
-        setup: ServerSetup, inherited: [ActivatedSocket], handover: UpgradeHandover? = nil,
+        setup: ServerSetup, inherited: [ActivatedSocket], handover: UpgradeHandover? = nil, account: ServiceAccount?,
         loader: @escaping PreforkServer.Loader, logger: Logger
     ) throws(StartupError) {
         self.setup = setup
@@ -62,7 +65,7 @@ final class Supervisor {
             if let handover {
                 scoreboard = try Scoreboard(adopting: handover.scoreboard, file: handover.statusFile)
             } else {
-                scoreboard = try Self.makeScoreboard(setup.configuration, logger: logger)
+                scoreboard = try Self.makeScoreboard(setup.configuration, owner: account, logger: logger)
             }
             signals = try SignalChannel()
             var fds: [Int32] = [-1, -1]
@@ -85,6 +88,8 @@ final class Supervisor {
                 listeners.announce(listener, configuration: setup.configuration, reporter: &reporter)
             }
         }
+        // After an upgrade this process runs as the account already: the switch is a no-op.
+        if let account { try Privileges.switchSupervisor(to: account, logger: logger) }
     }
 
     /// An upgraded image takes what its previous image counted and stored; the workers are
@@ -366,6 +371,7 @@ final class Supervisor {
         do {
             next = try loader()
             try next.configuration.validate()
+            try Self.checkAccountUnchanged(from: setup.configuration, to: next.configuration)
             try listeners.prepareReload(to: next, from: setup, reporter: &reporter)
         } catch {
             return dispatch(.reloadRejected(reason: "\(error)"))
@@ -386,15 +392,27 @@ final class Supervisor {
         }
     }
 
+    /// The supervisor switched user at start and cannot switch again: a reload keeps the account.
+    private static func checkAccountUnchanged(from current: ServerConfiguration, to next: ServerConfiguration) throws {
+        for (key, old, new) in [("user", current.user, next.user), ("group", current.group, next.group)]
+        where old != new {
+            throw ConfigurationError(
+                key: key, value: new, reason: "cannot change on reload (it was \(old)): restart preforkd")
+        }
+    }
+
     /// The scoreboard, in the status file under the runtime directory when there is one (created
-    /// if missing); in anonymous memory when there is none or it cannot be written (then one
+    /// if missing, and then given to `owner`, so that the supervisor can remove the file at exit
+    /// once it runs as that user); in anonymous memory when there is none or it cannot be written (then one
     /// warning says `preforkd status` will not find this instance).
-    private static func makeScoreboard(_ configuration: ServerConfiguration, logger: Logger) throws(SystemCallError)
-        -> Scoreboard
-    {
+    private static func makeScoreboard(
+        _ configuration: ServerConfiguration, owner: ServiceAccount?, logger: Logger
+    ) throws(SystemCallError) -> Scoreboard {
         let capacity = 2 * ServerConfiguration.maximumWorkers + 2
         guard let file = configuration.statusFile else { return try Scoreboard(capacity: capacity) }
-        if mkdir(configuration.runtimeDirectory, 0o755) != 0 && errno != EEXIST {
+        if mkdir(configuration.runtimeDirectory, 0o755) == 0 {
+            if let owner { _ = chown(configuration.runtimeDirectory, owner.uid, owner.gid) }
+        } else if errno != EEXIST {
             logger.warning(
                 "No status file, preforkd status will not find this instance: \(SystemCallError.current("mkdir", configuration.runtimeDirectory))"
             )

@@ -113,22 +113,20 @@ public struct Connection {
     }
 
     /// The write above, from raw memory, for the built-in handlers.
+    ///
+    /// The whole call is bounded by `write-deadline`: each `send` by the socket's SO_SNDTIMEO
+    /// (at most the deadline), and once a send comes back short, the next ones by what is left
+    /// of it — a client that reads a byte now and then keeps every single send making progress,
+    /// and would otherwise hold the worker for as long as it likes. A write that one send
+    /// completes, nearly every one, reads no clock.
     @inlinable
     package func write(_ bytes: UnsafeRawBufferPointer) throws(ConnectionError) {
-        var offset = 0
-        while offset < bytes.count {
-            let n = send(fileDescriptor, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
-            if n >= 0 {
-                offset += n
-                continue
-            }
-            let error = Errno(rawValue: Glibc.errno)
-            if error == .interrupted {
-                if StopRequest.current == .immediate { throw .stopRequested }
-                continue
-            }
-            throw ConnectionError(writeError: error)
-        }
+        guard bytes.count > 0 else { return }
+        // Inlined: the one send that nearly every write is. Anything else — a short send, a
+        // signal, an error, the deadline — is left to a call out of line.
+        let n = send(fileDescriptor, bytes.baseAddress!, bytes.count, Int32(MSG_NOSIGNAL))
+        if n == bytes.count { return }
+        try _finishWrite(fileDescriptor, bytes, firstResult: n, firstErrno: n < 0 ? Glibc.errno : 0)
     }
 
     /// Shuts down both directions (`shutdown(SHUT_RDWR)`), as the seed's server does before
@@ -158,6 +156,8 @@ public enum ConnectionError: Error, Equatable, CustomStringConvertible {
     case reset
     /// The worker was asked to stop while this call waited.
     case stopRequested
+    /// `write-deadline` passed before the whole of one write was sent: `sent` of `total` bytes.
+    case writeDeadlinePassed(sent: Int, total: Int)
     /// Any other failure.
     case failed(SystemCallError)
 
@@ -185,6 +185,8 @@ public enum ConnectionError: Error, Equatable, CustomStringConvertible {
         case .timedOut: "timed out"
         case .reset: "connection reset by peer"
         case .stopRequested: "worker stopping"
+        case .writeDeadlinePassed(let sent, let total):
+            "write-deadline passed with \(sent) of \(total) bytes sent (the client reads too slowly); closing"
         case .failed(let error): error.description
         }
     }

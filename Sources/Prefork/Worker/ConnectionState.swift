@@ -12,6 +12,19 @@ enum ConnectionState {
     @inline(__always)
     static func takeDetached() -> Bool { pf_connection_take_detached() != 0 }
 
+    /// Sets the worker's `write-deadline` and the per-call send timeout its connections inherit.
+    static func setWriteLimits(deadlineNs: UInt64, sendTimeoutNs: UInt64) {
+        let state = pf_connection_current()!
+        state.pointee.write_deadline_ns = deadlineNs
+        state.pointee.send_timeout_ns = sendTimeoutNs
+    }
+
+    /// `write-deadline` in nanoseconds; 0 when off.
+    static var writeDeadlineNs: UInt64 { pf_connection_current()!.pointee.write_deadline_ns }
+
+    /// The send timeout a connection has from its listener.
+    static var sendTimeoutNs: UInt64 { pf_connection_current()!.pointee.send_timeout_ns }
+
     /// Forgets any PROXY destination: the next connection on `listener` starts without one.
     static func beginProxied(on listener: Int32) {
         let state = pf_connection_current()!

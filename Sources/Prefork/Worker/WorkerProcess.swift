@@ -31,6 +31,9 @@ enum WorkerProcess {
         let number = launch.slotIndex + 1
         ProcessRole.current = .worker(number)
         for fd in launch.inheritedToClose { close(fd) }
+        // Before anything else the worker runs, and before the parent-death signal, which a
+        // change of credentials clears.
+        dropPrivileges(launch)
         // A worker must not outlive its supervisor, even one killed with SIGKILL.
         _ = pf_set_parent_death_signal(SIGTERM)
         if getppid() != launch.supervisorPID { _exit(WorkerExitStatus.stopped.rawValue) }
@@ -41,8 +44,24 @@ enum WorkerProcess {
         if let level = launch.setup.logLevel { logger.logLevel = level }
         logger[metadataKey: "worker.pid"] = "\(getpid())"
         logger[metadataKey: "worker.generation"] = "\(launch.generation)"
+        let configuration = launch.setup.configuration
+        ConnectionState.setWriteLimits(
+            deadlineNs: Monotonic.nanoseconds(configuration.writeDeadline),
+            sendTimeoutNs: Monotonic.nanoseconds(configuration.sendTimeoutPerCall))
         let context = WorkerContext(workerNumber: number, generation: launch.generation, logger: logger)
         start(launch.setup.handler, launch, context: context)
+    }
+
+    /// Gives up every capability and any way back to root; a worker that cannot is one no
+    /// worker of this setup can get past, so it exits as fatal and the service stops.
+    private static func dropPrivileges(_ launch: Launch) {
+        do throws(SystemCallError) {
+            try Privileges.dropInWorker()
+        } catch {
+            SlotWriter(slot: launch.slot).recordBootFailure(errno: error.errno.rawValue)
+            launch.logger.critical("cannot drop privileges: \(error)")
+            _exit(WorkerExitStatus.fatal.rawValue)
+        }
     }
 
     /// Opens the handler's existential once, so the worker loop runs on the concrete type.
