@@ -172,6 +172,30 @@ import Testing
         #expect(Self.inodeOfExecutable(daemon.pid) == binary.inode)
     }
 
+    @Test(.enabled(if: geteuid() == 0, "needs root: the supervisor switches to nobody before the upgrade"))
+    func anUpgradeAfterThePrivilegeDropKeepsTheUserThePidAndTheBindCapability() throws {
+        let binary = try BinaryCopy()
+        let daemon = try Daemon(
+            ["--listen", "127.0.0.1:0", "--workers", "1", "--user", "nobody"], binary: binary.path, allowRoot: false)
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        try binary.install(contentsOf: Binaries.preforkd, mode: 0o755)
+        try Self.upgrade(daemon, toReadyCount: 2)
+        #expect(Self.inodeOfExecutable(daemon.pid) == binary.inode, "the new image runs")
+        #expect(try Client.exchange(port: port, "after<EOF>") == "after<EOF>")
+        let status = try String(contentsOfFile: "/proc/\(daemon.pid)/status", encoding: .utf8)
+        let field = { (name: String) in
+            status.split(separator: "\n").first { $0.hasPrefix(name + ":") }.map {
+                $0.split(separator: "\t").dropFirst().joined(separator: " ")
+            }
+        }
+        #expect(field("Uid") == "65534 65534 65534 65534", "still nobody after the exec")
+        #expect(field("NoNewPrivs") == "1")
+        // CAP_NET_BIND_SERVICE (bit 10) survives the exec, for reloads that bind low ports.
+        #expect(field("CapEff") == "0000000000000400")
+    }
+
     @Test func aHangupRightAfterTheExecIsNotLost() throws {
         let binary = try BinaryCopy()
         let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1"], binary: binary.path)
@@ -240,7 +264,8 @@ import Testing
         let binary = try BinaryCopy()
         try binary.install(contentsOf: Binaries.handlerFaultProbe, mode: 0o755)
         let hang = binary.directory + "/hang"
-        let daemon = try Daemon(["127.0.0.1:0", "2", hang], binary: binary.path)
+        // The fault probe allows root itself and takes no flags.
+        let daemon = try Daemon(["127.0.0.1:0", "2", hang], binary: binary.path, allowRoot: false)
         defer { daemon.stop() }
         try daemon.waitForReady()
         let port = try daemon.port()

@@ -149,7 +149,8 @@ public final class Daemon: @unchecked Sendable {
     /// of a wrapper's command line), when this process is root; `preforkd status` has no such flag.
     static func allowingRoot(_ arguments: [String], binary: String) -> [String] {
         guard geteuid() == 0 else { return arguments }
-        if binary == Binaries.preforkd {
+        // The built binary, or a copy of it under its own name (the upgrade tests run one).
+        if binary == Binaries.preforkd || binary.hasSuffix("/preforkd") {
             return arguments.first == "status" ? arguments : ["--allow-root"] + arguments
         }
         guard let index = arguments.firstIndex(of: Binaries.preforkd), arguments.dropFirst(index + 1).first != "status"
