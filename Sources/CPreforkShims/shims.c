@@ -299,12 +299,18 @@ int pf_spawn_probe(const char *path, char *const argv[], char *const envp[], int
         posix_spawn_file_actions_destroy(&actions);
         return result;
     }
-    sigset_t none, all;
-    sigemptyset(&none);
+    // `systemctl kill -s USR2` (and `kill` of the service's cgroup) signals every process of the
+    // service, the probe too, and a probe forked a moment after the supervisor got its USR2 is
+    // in that set: the signals a service is sent to steer it (HUP, USR1, USR2, TTIN, TTOU) stay
+    // blocked in the probe, which answers and exits without ever reading them.
+    sigset_t steering, all;
+    sigemptyset(&steering);
+    const int steered[] = {SIGHUP, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU};
+    for (size_t i = 0; i < sizeof steered / sizeof steered[0]; i++) sigaddset(&steering, steered[i]);
     sigfillset(&all);
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&actions, stdout_fd, 1);
-    posix_spawnattr_setsigmask(&attributes, &none);
+    posix_spawnattr_setsigmask(&attributes, &steering);
     posix_spawnattr_setsigdefault(&attributes, &all);
     posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     result = posix_spawn(pid, path, &actions, &attributes, argv, envp);

@@ -196,6 +196,27 @@ import Testing
         #expect(field("CapEff") == "0000000000000400")
     }
 
+    @Test func usr2SentToTheWholeServiceAsSystemctlKillDoesStillUpgrades() throws {
+        // `systemctl kill -s USR2` signals every process of the service, over and over until
+        // no new one appears: the probe the supervisor forks meanwhile gets it too.
+        let binary = try BinaryCopy()
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "2"], binary: binary.path)
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        try binary.install(contentsOf: Binaries.preforkd, mode: 0o755)
+        daemon.signal(SIGUSR2)
+        let until = Date().addingTimeInterval(0.5)
+        while Date() < until {
+            for child in ProcessTable.children(of: daemon.pid) { kill(child, SIGUSR2) }
+        }
+        try waitUntil("READY=1 after the upgrade", seconds: 20) {
+            daemon.notify.poll(seconds: 0.05)
+            return daemon.notify.count(of: "READY=1", from: daemon.pid) >= 2
+        }
+        #expect(!daemon.log.contains("upgrade failed"), "\(daemon.log)")
+        #expect(Self.inodeOfExecutable(daemon.pid) == binary.inode)
+    }
+
     @Test func aHangupRightAfterTheExecIsNotLost() throws {
         let binary = try BinaryCopy()
         let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1"], binary: binary.path)
