@@ -88,16 +88,21 @@ import Testing
         // Booted workers that keep dying soon after they start (a handler crashing on every
         // client, say) are replaced after a doubling delay; they are no boot failures, so the
         // service neither gives up nor asks systemd to restart it (that would drop every queued
-        // connection along with the bad ones).
+        // connection along with the bad ones). One worker is left alone: the last one serving
+        // would be replaced at once.
         let daemon = try Daemon(
-            ["--listen", "127.0.0.1:0", "--workers", "1"], environment: ["WATCHDOG_USEC": "60000000"])
+            ["--listen", "127.0.0.1:0", "--workers", "2"], environment: ["WATCHDOG_USEC": "60000000"])
         defer { daemon.stop() }
         try daemon.waitForReady()
         var killed = Set<Int32>()
+        try waitUntil("two workers") { daemon.workerPIDs().count == 2 }
+        let survivor = daemon.workerPIDs()[0]
         try waitUntil("a respawn delay of 800 ms", seconds: 30) {
             // Only once it waits in accept4: one killed earlier would be a boot failure.
             for pid in daemon.workerPIDs()
-            where !killed.contains(pid) && PoolLifecycleTests.blockedIn(pid) == PoolLifecycleTests.accept4 {
+            where pid != survivor && !killed.contains(pid)
+                && PoolLifecycleTests.blockedIn(pid) == PoolLifecycleTests.accept4
+            {
                 kill(pid, SIGKILL)
                 killed.insert(pid)
             }
@@ -108,7 +113,7 @@ import Testing
         daemon.notify.poll(seconds: 0.2)
         #expect(!daemon.notify.received.contains { $0.assignments.contains("WATCHDOG=trigger") })
         #expect(ProcessTable.isAlive(daemon.pid))
-        try waitUntil("a replacement worker") { daemon.workerPIDs().count == 1 }
+        try waitUntil("a replacement worker") { daemon.workerPIDs().count == 2 }
         #expect(try Client.exchange(port: try daemon.port(), "still here<EOF>") == "still here<EOF>")
     }
 

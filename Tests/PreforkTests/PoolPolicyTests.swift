@@ -167,7 +167,9 @@ import Testing
     }
 
     @Test func workersDyingYoungAfterBootingRespawnWithAGrowingDelayThatResets() {
-        var pool = Pool.ready(workers: 1)
+        // Two workers, one of them dying each round: the other still serves (the last one
+        // would be replaced at once, see below).
+        var pool = Pool.ready(workers: 2)
         var delays: [UInt64] = []
         for _ in 0..<4 {
             let pid = pool.pids(generation: 1)[0]
@@ -185,6 +187,25 @@ import Testing
         pool.now += 60_000_000_000
         let pid = pool.pids(generation: 1)[0]
         #expect(pool.send(.exited(pid: pid, status: .exited(1), errno: 0)).contains(.fork(generation: 1)))
+    }
+
+    @Test func theLastWorkerDyingYoungIsReplacedAtOnceWhileTheOthersBackOff() {
+        // Workers killed one after another soon after their fork (an operator's or the fault
+        // suite's SIGKILLs): the pool must never stand empty for the back-off.
+        var pool = Pool.ready(workers: 3)
+        pool.now += 500_000_000
+        let pids = pool.pids(generation: 1)
+        for pid in pids.dropLast() {
+            let actions = pool.send(.exited(pid: pid, status: .killed(signal: 9, coreDumped: false), errno: 0))
+            #expect(!actions.contains(.fork(generation: 1)), "backs off while another worker serves")
+        }
+        let last = pool.send(.exited(pid: pids.last!, status: .killed(signal: 9, coreDumped: false), errno: 0))
+        #expect(last.filter { $0 == .fork(generation: 1) }.count == 1, "the last one is replaced at once")
+        #expect(pool.pids(generation: 1).count == 1)
+        #expect(pool.policy.nextForkAt > pool.now, "the others still wait for the back-off")
+        #expect(!pool.send(.tick).contains(.fork(generation: 1)))
+        pool.now = pool.policy.nextForkAt
+        #expect(pool.send(.tick).contains(.fork(generation: 1)), "then the pool is topped up")
     }
 
     @Test func noFreeSlotWaitsASecondAndSaysSoOnce() {

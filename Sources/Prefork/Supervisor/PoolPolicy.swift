@@ -534,7 +534,19 @@ struct PoolPolicy {
         actions.append(.log(.warning, "\(name) died (\(status)); replacing it", worker: worker.tag))
         if now - worker.forkedAt < Self.youngDeathNs {
             backOff(now: now)
-            actions.append(.log(.info, "Workers die young; respawning in \(respawnDelayNs / 1_000_000) ms"))
+            guard servingCount == 0 else {
+                actions.append(.log(.info, "Workers die young; respawning in \(respawnDelayNs / 1_000_000) ms"))
+                return
+            }
+            // The last one is replaced at once, or every client would wait out the back-off (up
+            // to 10 s) in the accept queue. The rest of the pool still waits: a handler that
+            // crashes on every connection costs one fork per connection, not a fork storm.
+            actions.append(
+                .log(
+                    .info,
+                    "Workers die young; replacing the last one at once, the others in \(respawnDelayNs / 1_000_000) ms"
+                ))
+            actions.append(.fork(generation: generation))
         } else {
             respawnDelayNs = 0
         }
