@@ -1,5 +1,6 @@
 # preforkd — `make run` starts the daemon on 127.0.0.1:11000 with the echo handler;
-# `make test` runs every test. Both install what is missing first.
+# `make test` runs every test, `make faults` the fault suite in full. All install what is
+# missing first.
 SWIFT ?= swift
 BUILD_FLAGS ?=
 RELEASE_DIR := .build-release
@@ -11,7 +12,7 @@ RELEASE_FLAGS := -c release --static-swift-stdlib --disable-local-rpath -Xlinker
 	--scratch-path $(RELEASE_DIR)
 ADDRESS ?= 127.0.0.1:11000
 
-.PHONY: all deps build release run test lint format bench clean deb test-package install uninstall
+.PHONY: all deps build release run test lint format bench clean deb test-package install uninstall faults
 
 all: build
 
@@ -32,15 +33,27 @@ run: release
 
 # Unit and integration tests (Swift Testing), then the unit files: static checks, and a real
 # systemd as PID 1 in a container running them with the binary just built; then the forward
-# handler between real clients and servers (ssh/sshd, curl/nginx, openssl, haproxy).
+# handler between real clients and servers (ssh/sshd, curl/nginx, openssl, haproxy); then the
+# fault suite's short form, which also reports the container run's reload and restart loads.
+FAULTS_OUT := Tests/faults/out
 test: deps lint
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	$(SWIFT) test --skip-build $(BUILD_FLAGS)
 	Tests/e2e/check-units.sh $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))/preforkd
 	packaging/check-config-keys $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))/preforkd systemd/preforkd.toml
-	Tests/e2e/nspawn-e2e.sh $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))
+	mkdir -p $(FAULTS_OUT) && rm -f $(FAULTS_OUT)/e2e-loads.jsonl
+	PREFORKD_E2E_LOADS=$(CURDIR)/$(FAULTS_OUT)/e2e-loads.jsonl Tests/e2e/nspawn-e2e.sh $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))
 	Tests/forward/real-peers.sh $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))/preforkd
+	python3 Tests/faults/faults.py $$($(SWIFT) build --show-bin-path $(BUILD_FLAGS))/preforkd --short \
+	    --e2e-results $(FAULTS_OUT)/e2e-loads.jsonl
 	$(MAKE) fuzz-short
+
+# The fault suite, full form (about 3 minutes), on the release binary: HUP, USR2, systemctl
+# reload/restart in the container, killed workers, silent clients, bad payloads, a slow reader,
+# 64 open files, fork failures, leaks. Prints and writes $(FAULTS_OUT)/faults.md; one scenario:
+# python3 Tests/faults/faults.py $(RELEASE_DIR)/release/preforkd --only NAME.
+faults: release
+	python3 Tests/faults/faults.py $(RELEASE_DIR)/release/preforkd
 
 # The formatter ships with the toolchain; .swift-format holds the project's settings.
 lint:

@@ -13,7 +13,8 @@
 #   BIN_DIR holds the preforkd binary, best a static build that runs without /opt/swift:
 #     swift build -c release --static-swift-stdlib --product preforkd --scratch-path .build-release
 #     Tests/e2e/nspawn-e2e.sh .build-release/release
-# Environment: PREFORKD_E2E_KEEP=1 keeps the work directory (container log, journal dump) for inspection.
+# Environment: PREFORKD_E2E_KEEP=1 keeps the work directory (container log, journal dump) for inspection;
+# PREFORKD_E2E_LOADS=FILE appends the reload and restart loads' counts to FILE, one JSON line each.
 set -uo pipefail
 
 BIN_DIR=${1:-}
@@ -251,6 +252,8 @@ under_load() {
     IN touch "$stop"
     wait "$loader"
     LOAD_RESULT=$(tail -1 "$out")
+    # The fault suite (Tests/faults/faults.py --e2e-results) reports these counts in its table.
+    [ -z "${PREFORKD_E2E_LOADS:-}" ] || printf '{"check": "%s", "load": %s}\n' "$name" "${LOAD_RESULT:-null}" >>"$PREFORKD_E2E_LOADS"
     printf '%s' "$LOAD_RESULT" | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d["failed"]==0 and d["ok"]>0 and d["stopped_by"]=="stop-file" else 1)' 2>/dev/null
 }
 
