@@ -1109,25 +1109,28 @@ def scenario_leaks(suite, row):
     loads[-1].join(suite.pick(130, 250))
     middle = settled()
 
-    # Phase 2: reloads and upgrades, spread over a lighter load.
-    load = Load(addresses, threads=2, seconds=180, limit=connections // 10, interval=0.001).start()
-    loads.append(load)
-    try:
-        events = ["reload"] * reloads + ["upgrade"] * upgrades
-        random.Random(suite.seed).shuffle(events)
-        for number, event in enumerate(events, start=1):
-            share = load.limit * number // (len(events) + 1)
-            wait_until(lambda: load.progress() >= share or not any(w.is_alive() for w in load.workers),
-                       120, f"{share} connections made")
-            reload() if event == "reload" else daemon.upgrade()
-        load.join(120)
-    finally:
-        load.stop()
-    for each in loads:
-        row.count(each)
+    # Phase 2: reloads, then phase 3: upgrades, each spread over a lighter load.
+    def spread(count, action):
+        load = Load(addresses, threads=2, seconds=180, limit=connections // 20, interval=0.001).start()
+        loads.append(load)
+        try:
+            for number in range(1, count + 1):
+                share = load.limit * number // (count + 1)
+                wait_until(lambda: load.progress() >= share or not any(w.is_alive() for w in load.workers),
+                           120, f"{share} connections made")
+                action()
+            load.join(120)
+        finally:
+            load.stop()
+
+    spread(reloads, reload)
     if "unix:" + extra_path in daemon.extra_listen:  # an odd count left it in: drop it, unloaded
         reload()
     after = settled()
+    spread(upgrades, daemon.upgrade)
+    upgraded = settled()
+    for each in loads:
+        row.count(each)
     zombies = zombie_children(pid)
     if zombies:  # one that exited a moment ago is reaped within a turn of the loop
         time.sleep(1)
@@ -1137,23 +1140,27 @@ def scenario_leaks(suite, row):
     stored = dict(daemon.notify.stored)
     by_connections = middle["rss_kib"] - before["rss_kib"]
     by_reloads = after["rss_kib"] - middle["rss_kib"]
-    row.note(f"{loads[1].attempted:,} connections (1 in 10 over a unix listener), then {reloads} reloads and "
-             f"{upgrades} upgrades ({how}) under {load.attempted:,} more; supervisor fds {before['fds']} → "
-             f"{middle['fds']} → {after['fds']}, RSS {before['rss_kib']} → {middle['rss_kib']} → "
-             f"{after['rss_kib']} KiB; zombies {len(zombies)}; socket files {socket_files}; fd store "
-             f"{sorted(stored.items())}")
+    by_upgrades = upgraded["rss_kib"] - after["rss_kib"]
+    row.note(f"{loads[1].attempted:,} connections (1 in 10 over a unix listener), then {reloads} reloads, then "
+             f"{upgrades} upgrades ({how}) under {sum(each.attempted for each in loads[2:]):,} more; supervisor "
+             f"fds {before['fds']} → {middle['fds']} → {after['fds']} → {upgraded['fds']}, RSS "
+             f"{before['rss_kib']} → {middle['rss_kib']} → {after['rss_kib']} → {upgraded['rss_kib']} KiB; "
+             f"zombies {len(zombies)}; socket files {socket_files}; fd store {sorted(stored.items())} (RSS: RssAnon)")
+    after = upgraded
     row.require(row.failed == 0, f"{row.failed} exchanges failed")
     row.require(daemon.alive() and daemon.status()["supervisor"] == pid, "the supervisor is gone or changed pid")
-    row.require(before["fds"] == middle["fds"] == after["fds"],
+    row.require(before["fds"] == middle["fds"] == after["fds"] == upgraded["fds"],
                 f"the supervisor's descriptors changed: {before['fd_targets']} → {after['fd_targets']}")
     row.require(not zombies, f"zombie children: {zombies}")
     row.require(socket_files == ["echo.sock"], f"stale unix socket files: {socket_files}")
     row.require(stored == {name: 1 for name in expected_store},
                 f"fd store entries {stored}, expected one each of {sorted(expected_store)}")
     row.require(by_connections <= RSS_TOLERANCE_KIB,
-                f"the supervisor's RSS grew by {by_connections} KiB over {loads[1].attempted:,} connections")
+                f"the supervisor's RssAnon grew by {by_connections} KiB over {loads[1].attempted:,} connections")
+    row.require(by_upgrades <= RSS_TOLERANCE_KIB,
+                f"the supervisor's RssAnon grew by {by_upgrades} KiB over {upgrades} upgrades")
     if by_reloads > RSS_TOLERANCE_KIB:
-        row.known(f"the supervisor's RSS grew by {by_reloads} KiB over {reloads} reloads "
+        row.known(f"the supervisor's RssAnon grew by {by_reloads} KiB over {reloads} reloads "
                   f"({by_reloads / reloads:.1f} KiB each)", KNOWN_RELOAD_LEAK)
     row.require(daemon.stop() == 0, "the daemon did not stop with status 0")
 
@@ -1182,8 +1189,11 @@ def supervisor_figures(pid):
             targets[int(fd)] = re.sub(r"\[\d+\]", "", os.readlink(os.path.join(fd_directory, fd)))
         except OSError:
             pass
+    # RssAnon, not VmRSS: the file-backed pages of code first run late (a reload path) and the
+    # scoreboard's shared pages touched as more slots are used are no leak; private anonymous
+    # memory (the heap) is where one would show.
     with open(f"/proc/{pid}/status") as f:
-        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        rss = next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
     return {"fds": len(targets), "fd_targets": dict(sorted(targets.items())), "rss_kib": rss}
 
 
@@ -1248,13 +1258,16 @@ def scenario_systemctl(suite, rows):
         row.attempted, row.completed, row.failed = load["ok"] + load["failed"], load["ok"], load["failed"]
         row.note(f"{row.name}, 4 client threads in the container: {load['seconds']} s, ended by "
                  f"{load['stopped_by']}, errors {load.get('errors') or 'none'} (Tests/e2e/nspawn-e2e.sh)")
-        if load["failed"] or load["ok"] == 0:
-            row.result, row.why = "not ok", f"{load['failed']} exchanges failed, {load['ok']} completed"
+        if load["failed"] or load["ok"] == 0 or load["stopped_by"] != "stop-file":
+            # A loop ended by its bound instead of the stop file: the action never completed.
+            row.result, row.why = "not ok", (f"{load['failed']} exchanges failed, {load['ok']} completed, "
+                                             f"the load ended by {load['stopped_by']}")
 
 
 # The e2e run's load checks (Tests/e2e/nspawn-e2e.sh, standalone-fd-store.sh) and their rows.
 E2E_CHECKS = {
     "reload": "systemctl reload",
+    "upgrade": "systemctl kill -s USR2",
     "restart": "systemctl restart",
     "standalone-restart": "systemctl restart (fd store)",
 }
