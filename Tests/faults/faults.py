@@ -775,7 +775,7 @@ def send_payload(address, data, expected):
 
 def scenario_slow_reader(suite, row):
     """A client sends a large message and reads its echo a byte at a time: the other clients
-    are served meanwhile, and send-timeout cuts the slow one.
+    are served meanwhile, and send-timeout (or write-deadline) cuts the slow one.
 
     The echo must be larger than the kernel can buffer, or the worker is never held: a 1 MiB
     reply fits whole in the server's send buffer on loopback (autotuned up to tcp_wmem's
@@ -783,8 +783,13 @@ def scenario_slow_reader(suite, row):
     slowly it is read. So the reply is twice that maximum (at least 1 MiB)."""
     send_timeout = 2
     size = max(1 << 20, 2 * kernel_send_buffer_maximum())
-    daemon = Daemon(suite, "slow-reader", top={"send-timeout": send_timeout},
-                    tables=f"[echo]\nmax-message-bytes = {size}\n").start()
+    top = {"send-timeout": send_timeout}
+    # write-deadline, where the binary has it, bounds a whole write: a reader that takes a byte
+    # now and then keeps each send making progress, so send-timeout alone may never fire.
+    if "--write-deadline" in suite.help:
+        top["write-deadline"] = 2 * send_timeout
+    limits = ", ".join(f"{key} {value} s" for key, value in top.items())
+    daemon = Daemon(suite, "slow-reader", top=top, tables=f"[echo]\nmax-message-bytes = {size}\n").start()
     message = b"s" * (size - len(TAG)) + TAG
     slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
@@ -836,7 +841,7 @@ def scenario_slow_reader(suite, row):
     else:
         row.completed += 1
     row.note(f"slow reader: {received:,} of {size:,} bytes (twice tcp_wmem's maximum), then {cut or 'no end'}; "
-             f"send-timeout {send_timeout} s, the worker gave up after {slow_seconds:.1f} s; "
+             f"{limits}, the worker gave up after {slow_seconds:.1f} s; "
              f"the others meanwhile: {load.summary()}, {load.latency_text()} (allowed: the slow reader itself)")
     row.require(load.failed == 0, f"{load.failed} other exchanges failed while the slow reader held a worker")
     row.require(load.completed > 0, "no other exchange completed while the slow reader held a worker")
