@@ -401,6 +401,39 @@ import Testing
         return (pool, samples)
     }
 
+    @Test func aPoolWhoseWorkersAllWedgeStopsPingingTheWatchdogUntilOneIsFreeAgain() {
+        var (pool, samples) = Self.twoWorkers(
+            initialTimeout: 10, handlerTimeout: 5, stages: (.handling, .handling), after: 5.1)
+        #expect(pool.policy.isHealthy)
+        _ = pool.send(.progress(samples))
+        for sample in samples {
+            _ = pool.send(.exited(pid: sample.pid, status: .killed(signal: 9, coreDumped: false), errno: 0))
+        }
+        // The replacements boot, and are taken by the same kind of client at once: no worker is
+        // seen free, so booting alone is no health.
+        _ = pool.bootAll()
+        let replacements = pool.pids(generation: 1)
+        #expect(replacements.count == 2 && Set(replacements).isDisjoint(with: samples.map(\.pid)))
+        _ = pool.send(.progress(replacements.map { .init(pid: $0, stage: .handling, since: pool.now) }))
+        #expect(!pool.policy.isHealthy)
+        // One waits in accept again: the pool can serve.
+        _ = pool.send(
+            .progress([
+                .init(pid: replacements[0], stage: .accepting, since: pool.now),
+                .init(pid: replacements[1], stage: .handling, since: pool.now),
+            ]))
+        #expect(pool.policy.isHealthy)
+    }
+
+    @Test func oneWedgedWorkerOfTwoLeavesThePoolHealthy() {
+        var (pool, samples) = Self.twoWorkers(
+            initialTimeout: 10, handlerTimeout: 5, stages: (.handling, .handling), after: 5.1)
+        _ = pool.send(.progress([samples[0]]))
+        _ = pool.send(.exited(pid: samples[0].pid, status: .killed(signal: 9, coreDumped: false), errno: 0))
+        _ = pool.bootAll()
+        #expect(pool.policy.isHealthy)
+    }
+
     @Test func aWorkerPastTheHandlerTimeoutIsKilledAndReplacedWithoutBackOff() {
         var (pool, samples) = Self.twoWorkers(
             initialTimeout: 10, handlerTimeout: 5, stages: (.handling, .accepting), after: 4.9)

@@ -250,11 +250,18 @@ struct PoolPolicy {
     /// Workers of the current generation that serve (not told to stop).
     var servingCount: Int { workers.values.reduce(0) { $0 + ($1.generation == generation && $1.isServing ? 1 : 0) } }
 
+    /// Workers killed past a deadline since a worker was last seen waiting in accept: a pool's
+    /// worth of them means every worker wedges on what it is given (a client or a handler that
+    /// never finishes), and the service stops telling the watchdog it is well until a worker is
+    /// free again — replacements that boot only to wedge in turn do not count as health.
+    private(set) var deadlineKillsSinceAccepting = 0
+
     /// What the watchdog vouches for: the pool runs, it has a worker that accepts, and workers
     /// are not failing to boot.
     var isHealthy: Bool {
         phase == .running && consecutiveBootFailures < Self.maximumBootFailures
             && workers.values.contains { $0.booted && !$0.killed }
+            && deadlineKillsSinceAccepting < max(1, limits.workers)
     }
 
     /// Running, with no reload under way and READY=1 sent: an upgrade may exec now.
@@ -320,6 +327,9 @@ struct PoolPolicy {
         case .progress(let samples):
             noticeDraining(samples, now: now)
             killOverdue(samples, now: now, into: &actions)
+            if samples.contains(where: { $0.stage == .accepting && workers[$0.pid].map { !$0.killed } == true }) {
+                deadlineKillsSinceAccepting = 0
+            }
             if limits.scales, phase == .running {
                 // Looked at now, whether or not it may act: the next look is a step away.
                 lastScaleCheckAt = now
@@ -628,6 +638,7 @@ struct PoolPolicy {
             workers[sample.pid]!.killed = true
             workers[sample.pid]!.overdue = true
             if sample.stage == .reading { counters.killsReading += 1 } else { counters.killsHandling += 1 }
+            deadlineKillsSinceAccepting += 1
             actions.append(.killOverdue(pid: sample.pid, stage: sample.stage, elapsedNs: elapsed, limitNs: limit))
         }
     }
