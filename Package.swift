@@ -83,6 +83,7 @@ let package = Package(
         .target(
             name: "PreforkdCLI",
             dependencies: [
+                "CPreforkShims",
                 "Prefork",
                 "PreforkHandlers",
                 "Systemd",

@@ -139,7 +139,13 @@ public struct PreforkdCommand: ParsableCommand {
             return
         }
         let logger = LogSetup.bootstrap(level: settings.logLevel, format: settings.logFormat)
-        let server = PreforkServer(logger: logger, loader: reloadSetup)
+        // The loader's first call is the start-up's, in-process; later ones are reloads in the
+        // running supervisor, which parses the file in a child so as not to keep TOMLKit's leak.
+        let loads = LoadCount()
+        let server = PreforkServer(logger: logger) { [self] in
+            defer { loads.count += 1 }
+            return try reloadSetup(isolated: loads.count > 0)
+        }
         let status: PreforkExitCode
         do {
             status = try server.run()
@@ -154,15 +160,16 @@ public struct PreforkdCommand: ParsableCommand {
     ///
     /// It changes nothing in the running process: the log level travels in the setup, and the
     /// engine applies it once the new generation takes over (a refused reload keeps the old one).
-    func reloadSetup() throws -> ServerSetup {
-        try loadSettings().makeSetup()
+    /// `isolated` parses the file in a child process (``ConfigFile/apply(path:to:isolated:)``).
+    func reloadSetup(isolated: Bool = false) throws -> ServerSetup {
+        try loadSettings(isolated: isolated).makeSetup()
     }
 
     /// Defaults, then the config file, then the command line; validated.
-    func loadSettings() throws(ConfigurationError) -> Settings {
+    func loadSettings(isolated: Bool = false) throws(ConfigurationError) -> Settings {
         var settings = Settings()
         if let config {
-            try ConfigFile.apply(path: config, to: &settings)
+            try ConfigFile.apply(path: config, to: &settings, isolated: isolated)
             do {
                 try settings.validate()
             } catch {
@@ -223,4 +230,9 @@ public struct PreforkdCommand: ParsableCommand {
         _ = line.withCString { write(2, $0, strlen($0)) }
         return ExitCode(code.rawValue)
     }
+}
+
+/// How many times the server's loader has run: the first is at start-up, the rest are reloads.
+private final class LoadCount {
+    var count = 0
 }

@@ -159,6 +159,35 @@ import Testing
         let reloading = daemon.notify.received.first { $0.assignments.contains("RELOADING=1") }
         #expect(reloading?.assignments.contains { $0.hasPrefix("MONOTONIC_USEC=") } == true)
     }
+
+    /// A reload parses the file in a child process (TOMLKit leaks what it parses); its refusal
+    /// is the very line the in-process parse at start gives for the same file.
+    @Test func aReloadRefusesABrokenFileWithTheSameLineAsAStart() throws {
+        let good = "listen = \"127.0.0.1:0\"\nworkers = 1\n"
+        let config = try TestConfigFile(good)
+        defer { config.remove() }
+        let daemon = try Daemon(["--config", config.path])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        let port = try daemon.port()
+        let broken = [
+            "workers = \n", "workers = \"many\"\n", "backlogg = 5\n", "started = 1979-05-27T07:32:00Z\n",
+            "initial-timeout = inf\n", "[echo]\nkeep-alive = 3\n", "handler = \"nope — ü\"\n",
+        ]
+        for text in broken {
+            let file = try TestConfigFile(text)
+            defer { file.remove() }
+            let started = try Daemon(["--config", file.path])
+            defer { started.stop() }
+            #expect(try started.waitForExit(seconds: 10) == 78)
+            let line = try #require(started.log.split(separator: "\n").first { $0.hasPrefix("preforkd: ") })
+            let error = line.dropFirst("preforkd: ".count).replacingOccurrences(of: file.path, with: config.path)
+            try config.write(text)
+            daemon.signal(SIGHUP)
+            try daemon.waitForLog("reload rejected, keeping generation 1: \(error)")
+        }
+        #expect(try Client.exchange(port: port, "still<EOF>") == "still<EOF>")
+    }
 }
 
 /// Workers that cannot start: at boot the daemon gives up with a clear error; on reload the
