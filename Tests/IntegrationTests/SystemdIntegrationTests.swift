@@ -173,8 +173,13 @@ import Testing
             ["-l", path, "--fdname=local", "-E", "NOTIFY_SOCKET", Binaries.preforkd, "--workers", "1"],
             binary: "/usr/bin/systemd-socket-activate")
         defer { daemon.stop() }
-        try waitUntil("the socket file") { access(path, F_OK) == 0 }
-        let client = try Client(unixPath: path)
+        // The file appears at bind(), a moment before listen(): until then a connect is refused.
+        var connected: Client?
+        try waitUntil("the socket to listen") {
+            connected = try? Client(unixPath: path)
+            return connected != nil
+        }
+        let client = connected!
         try client.send("unix<EOF>")
         #expect(try client.readToEnd() == "unix<EOF>")
         client.close()
