@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from benchkit import wait_listening
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.dirname(HERE)
@@ -112,17 +113,6 @@ def spawn(argv, env=None):
     return p
 
 
-def wait_listening(port, p, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if p.poll() is not None:
-            return False
-        try:
-            with socket.create_connection((HOST, port), timeout=0.2):
-                return True
-        except OSError:
-            time.sleep(0.02)
-    return False
 
 
 def xinetd_conf(port):
@@ -264,7 +254,7 @@ def private_dirty_kib(pid):
 def measure_memory(peer, port):
     p = spawn(peer["argv"](port, False))
     try:
-        if not wait_listening(port, p):
+        if not wait_listening(HOST, port, p):
             return dict(error="did not listen")
         time.sleep(0.2)
         r = run_load(port, p.pid, "conn", 32, peer["client_closes"], f"{peer['name']}-mem", max_exchanges=10000,
@@ -366,7 +356,7 @@ def main():
             for mode in peer["modes"]:
                 port += 1
                 p = spawn(peer["argv"](port, mode == "keepalive"))
-                if not wait_listening(port, p):
+                if not wait_listening(HOST, port, p):
                     log(f"SKIP {peer['name']} ({mode}): did not start listening on {HOST}:{port}")
                     stop(p)
                     continue

@@ -8,6 +8,7 @@ usage: flood.py PREFORKD [--silent 1000] [--exchanges 100] [--defer-accept on|of
 Bounded: every socket has a timeout, the whole run a deadline.
 """
 import argparse, os, resource, select, signal, socket, subprocess, sys, tempfile, time
+from benchkit import percentile
 
 def exchange(port, message, timeout):
     start = time.monotonic()
@@ -21,9 +22,6 @@ def exchange(port, message, timeout):
             data += chunk
     return time.monotonic() - start, data == message
 
-def percentile(values, p):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 def main():
     parser = argparse.ArgumentParser()

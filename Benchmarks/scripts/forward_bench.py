@@ -38,6 +38,7 @@ sys.path.insert(0, FORWARD_TESTS)
 sys.dont_write_bytecode = True  # no __pycache__ left in Tests/forward
 import clients  # noqa: E402  (Tests/forward: the hold and bulk clients)
 import peerconf  # noqa: E402  (Tests/forward: one route table, each proxy's config)
+from benchkit import wait_listening  # noqa: E402
 
 DURATION = float(os.environ.get("DURATION", "1.5"))
 WARMUP = float(os.environ.get("WARMUP", "0.25"))
@@ -170,17 +171,6 @@ def stop(process):
         started.remove(process)
 
 
-def wait_listening(port, process, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        try:
-            with socket.create_connection((HOST, port), timeout=0.2):
-                return True
-        except OSError:
-            time.sleep(0.02)
-    return False
 
 
 def wait_ready(notify, process, timeout=20.0):
@@ -258,7 +248,7 @@ def start_proxy(kind, port, routes, cgroup):
         ready = wait_ready(notify, process)
         notify.close()
     else:
-        ready = wait_listening(port, process)
+        ready = wait_listening(HOST, port, process)
     if not ready:
         log(f"{kind} did not come up; its log: {tail(kind)}")
         stop(process)
@@ -372,7 +362,7 @@ def main():
                             upstream_ports, "hold", "count"])
         echo_port = BASE_PORT
         echo = spawn("cprefork", [CPREFORK, "--listen", f"{HOST}:{echo_port}", "--workers", str(WORKERS)])
-        if not wait_listening(echo_port, echo):
+        if not wait_listening(HOST, echo_port, echo):
             log(f"the echo upstream did not start: {tail('cprefork')}")
             return 2
         deadline = time.monotonic() + 10

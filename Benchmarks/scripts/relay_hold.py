@@ -8,6 +8,7 @@ usage: relay_hold.py PREFORKD [--relays 2000] [--probes 100] [--workers 4] [--re
 Bounded: every socket has a timeout, the whole run a deadline. Exits 1 if any exchange fails.
 """
 import argparse, os, resource, selectors, socket, subprocess, sys, tempfile, time
+from benchkit import percentile
 
 UPSTREAM = r"""
 import asyncio, sys
@@ -60,9 +61,6 @@ def children(pid):
         return []
 
 
-def percentile(values, p):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def main():
