@@ -190,6 +190,29 @@ extension IPAddress {
 }
 
 extension IPEndpoint {
+    /// The IP address and port of a socket address (IPv4-mapped IPv6 ones as they are); nil for
+    /// another family.
+    init?(_ storage: UnsafePointer<sockaddr_storage>, length: socklen_t) {
+        guard let address = IPAddress(storage, length: length) else { return nil }
+        let port: in_port_t
+        switch address {
+        case .v4: port = UnsafeRawPointer(storage).assumingMemoryBound(to: sockaddr_in.self).pointee.sin_port
+        case .v6: port = UnsafeRawPointer(storage).assumingMemoryBound(to: sockaddr_in6.self).pointee.sin6_port
+        }
+        self.init(address: address, port: UInt16(bigEndian: port))
+    }
+
+    /// The IP address and port of `address`; nil for a unix socket.
+    package init?(_ address: SocketAddress) {
+        guard
+            let endpoint = address.withUnsafeSockaddr({ sockaddr, length in
+                // The pointer is to the address's whole sockaddr_storage.
+                sockaddr.withMemoryRebound(to: sockaddr_storage.self, capacity: 1) { IPEndpoint($0, length: length) }
+            })
+        else { return nil }
+        self = endpoint
+    }
+
     /// Writes the endpoint as a `sockaddr_in` or `sockaddr_in6` into `storage`; returns its length.
     func store(in storage: UnsafeMutablePointer<sockaddr_storage>) -> socklen_t {
         storage.pointee = sockaddr_storage()

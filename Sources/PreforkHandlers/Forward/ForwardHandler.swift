@@ -182,8 +182,12 @@ public struct ForwardHandler: ConnectionHandler, BuiltInHandler {
 
     /// The PROXY header telling the upstream who the client is and what it connected to.
     private func proxyHeader(_ version: ProxyProtocolVersion, for connection: Connection) -> [UInt8] {
-        ProxyHeader.encode(
-            version, source: IPEndpoint(connection.clientAddress), destination: IPEndpoint(connection.localAddress))
+        // A dual-stack listener's IPv4 client is written as the IPv4 address it stands for.
+        func endpoint(_ address: SocketAddress) -> IPEndpoint? {
+            IPEndpoint(address).map { IPEndpoint(address: $0.address.unmapped, port: $0.port) }
+        }
+        return ProxyHeader.encode(
+            version, source: endpoint(connection.clientAddress), destination: endpoint(connection.localAddress))
     }
 
     // MARK: - logging

@@ -1,5 +1,4 @@
 internal import CPreforkShims
-import ForwardProtocols
 import Glibc
 import Prefork
 import SystemPackage
@@ -76,39 +75,5 @@ struct UpstreamWriter {
         if poll(&entry, 1, Int32((deadline - now + 999_999) / 1_000_000)) < 0, errno != EINTR {
             throw .failed(SystemCallError.current("poll"))
         }
-    }
-}
-
-extension IPEndpoint {
-    /// The IP address and port of `address`; nil for a unix socket. An IPv4-mapped IPv6 address
-    /// (a dual-stack listener's IPv4 client) becomes the IPv4 address it stands for.
-    init?(_ address: SocketAddress) {
-        let endpoint: IPEndpoint? = address.withUnsafeSockaddr { pointer, _ in
-            switch Int32(pointer.pointee.sa_family) {
-            case AF_INET:
-                return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { ipv4 in
-                    IPEndpoint(
-                        address: .v4(UInt32(bigEndian: ipv4.pointee.sin_addr.s_addr)),
-                        port: UInt16(bigEndian: ipv4.pointee.sin_port))
-                }
-            case AF_INET6:
-                return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { ipv6 in
-                    var bytes = ipv6.pointee.sin6_addr
-                    let (high, low) = withUnsafeBytes(of: &bytes) { raw in
-                        (
-                            UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
-                            UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
-                        )
-                    }
-                    return IPEndpoint(
-                        address: IPAddress.v6(high: high, low: low).unmapped,
-                        port: UInt16(bigEndian: ipv6.pointee.sin6_port))
-                }
-            default:
-                return nil
-            }
-        }
-        guard let endpoint else { return nil }
-        self = endpoint
     }
 }
