@@ -150,19 +150,14 @@ struct ProxyHeaderIntake {
 private let peerShutDownEvent: Int16 = 0x2000
 
 /// Waits until `fd` has bytes to read (or its peer closed or reset it), up to `deadline`
-/// (monotonic ns); returns poll's events, 0 when the deadline passed first. A graceful stop
-/// lets the wait go on.
+/// (monotonic ns); returns poll's events, 0 when the deadline passed first.
 @discardableResult
 private func waitReadable(_ fd: Int32, until deadline: UInt64) throws(AcceptError) -> Int16 {
-    while true {
-        let now = Monotonic.now()
-        guard now < deadline else { return 0 }
-        var entry = pollfd(fd: fd, events: Int16(POLLIN) | peerShutDownEvent, revents: 0)
-        let ready = poll(&entry, 1, Int32(min((deadline - now) / 1_000_000 + 1, UInt64(Int32.max))))
-        if ready > 0 { return entry.revents }
-        if ready == 0 { continue }
-        guard Glibc.errno == EINTR else { throw .failed(SystemCallError.current("poll")) }
-        if StopRequest.current == .immediate { throw .stopRequested }
+    switch waitForEvents(Int16(POLLIN) | peerShutDownEvent, on: fd, until: deadline) {
+    case .ready(let events): return events
+    case .deadlinePassed: return 0
+    case .stopRequested: throw .stopRequested
+    case .failed(let error): throw .failed(error)
     }
 }
 

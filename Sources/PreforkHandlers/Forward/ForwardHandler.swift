@@ -156,17 +156,13 @@ public struct ForwardHandler: ConnectionHandler, BuiltInHandler {
     /// Reads what the client sent next into the buffer after `received` bytes; nil when the
     /// deadline passes or the client closes its side first.
     private func readMore(_ fd: Int32, after received: Int, deadline: UInt64) throws -> Int? {
-        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         while true {
-            let now = Monotonic.now()
-            guard now < deadline else { return nil }
-            let ready = poll(&entry, 1, Int32((deadline - now + 999_999) / 1_000_000))
-            if ready < 0 {
-                guard errno == EINTR else { throw ConnectionError.failed(SystemCallError.current("poll")) }
-                if StopRequest.current == .immediate { throw ConnectionError.stopRequested }
-                continue
+            switch waitForEvents(Int16(POLLIN), on: fd, until: deadline) {
+            case .ready: break
+            case .deadlinePassed: return nil
+            case .stopRequested: throw ConnectionError.stopRequested
+            case .failed(let error): throw ConnectionError.failed(error)
             }
-            if ready == 0 { continue }
             let count = recv(fd, buffer.baseAddress! + received, buffer.count - received, Int32(MSG_DONTWAIT))
             if count > 0 { return count }
             if count == 0 { return nil }

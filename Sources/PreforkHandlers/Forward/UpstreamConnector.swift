@@ -93,24 +93,18 @@ struct UpstreamConnector {
     /// Waits for a non-blocking connect to finish; nil once connected, else what went wrong.
     private func waitUntilConnected(_ fd: Int32) -> String? {
         let deadline = Monotonic.now() + UInt64(timeoutMs) * 1_000_000
-        var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-        while true {
-            let now = Monotonic.now()
-            guard now < deadline else { return "timed out after \(Double(timeoutMs) / 1000) s" }
-            let ready = poll(&entry, 1, Int32((deadline - now + 999_999) / 1_000_000))
-            if ready < 0 {
-                guard errno == EINTR else { return String(cString: strerror(errno)) }
-                if StopRequest.current == .immediate { return "worker stopping" }
-                continue
-            }
-            if ready == 0 { continue }
-            var error: Int32 = 0
-            var length = socklen_t(MemoryLayout<Int32>.size)
-            guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 else {
-                return String(cString: strerror(errno))
-            }
-            return error == 0 ? nil : String(cString: strerror(error))
+        switch waitForEvents(Int16(POLLOUT), on: fd, until: deadline) {
+        case .ready: break
+        case .deadlinePassed: return "timed out after \(Double(timeoutMs) / 1000) s"
+        case .stopRequested: return "worker stopping"
+        case .failed(let error): return error.description
         }
+        var error: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 else {
+            return String(cString: strerror(errno))
+        }
+        return error == 0 ? nil : String(cString: strerror(error))
     }
 }
 

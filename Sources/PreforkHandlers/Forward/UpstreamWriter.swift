@@ -69,11 +69,11 @@ struct UpstreamWriter {
     }
 
     private func waitForRoom(until deadline: UInt64) throws(ConnectionError) {
-        var entry = pollfd(fd: socket, events: Int16(POLLOUT), revents: 0)
-        let now = Monotonic.now()
-        guard now < deadline else { throw .timedOut }
-        if poll(&entry, 1, Int32((deadline - now + 999_999) / 1_000_000)) < 0, errno != EINTR {
-            throw .failed(SystemCallError.current("poll"))
+        switch waitForEvents(Int16(POLLOUT), on: socket, until: deadline) {
+        case .ready: break
+        case .deadlinePassed: throw .timedOut
+        case .stopRequested: throw .stopRequested
+        case .failed(let error): throw .failed(error)
         }
     }
 }
