@@ -57,13 +57,17 @@ package struct StatusReport: Sendable {
             throw SystemCallError.current("mmap", path)
         }
         defer { munmap(memory, size) }
-        guard let report = parse(memory: UnsafeRawPointer(memory), size: size) else {
+        guard let header = ScoreboardHeader.read(UnsafeRawPointer(memory)) else {
             throw SystemCallError("read", path + " (not a status file)", errno: .noSuchProcess)
         }
-        // A file left by a supervisor that died without removing it describes nothing.
-        guard kill(report.supervisor, 0) == 0 || errno == EPERM else {
+        // A file left by a supervisor that died without removing it describes nothing (checked
+        // first: a start-up that finds such a file need not read its slots).
+        guard kill(header.supervisor, 0) == 0 || errno == EPERM else {
             throw SystemCallError(
-                "read", path + " (its supervisor, pid \(report.supervisor), is gone)", errno: .noSuchProcess)
+                "read", path + " (its supervisor, pid \(header.supervisor), is gone)", errno: .noSuchProcess)
+        }
+        guard let report = parse(memory: UnsafeRawPointer(memory), size: size) else {
+            throw SystemCallError("read", path + " (not a status file)", errno: .noSuchProcess)
         }
         return report
     }
@@ -89,7 +93,7 @@ package struct StatusReport: Sendable {
             for (outcome, count) in board.outcomes(index).enumerated() { counters.failedConnections[outcome] += count }
             workers.append(
                 Worker(
-                    number: index + 1, pid: pid, generation: board.generation(index), stage: "\(stage)",
+                    number: index + 1, pid: pid, generation: board.generation(index), stage: stage.name,
                     seconds: now > since ? Double(now - since) / 1e9 : 0, connections: board.connections(index),
                     peer: stage == .reading || stage == .handling ? board.peer(index) : nil))
         }
