@@ -222,21 +222,21 @@ final class Supervisor {
         guard threads == 1 else { return dispatch(.unsafeToFork(threads: Int(threads))) }
         guard let slot = scoreboard.firstFreeSlot() else { return dispatch(.noFreeSlot) }
         scoreboard.reserve(slot, generation: generation)
+        // Made before fork(), not in the child: the first use of a type costs the runtime work
+        // (metadata, copies of pages it writes) that is done once here rather than in every child.
+        let launch = WorkerProcess.Launch(
+            supervisorPID: pid, slotIndex: slot, slot: scoreboard.slot(slot), generation: generation,
+            setup: setup, listeners: listeners.current,
+            inheritedToClose: [signals.fileDescriptor, bootPipe.read, scoreboard.descriptor]
+                + (upgrade.flatMap { $0.passed ? nil : [$0.output] } ?? []) + listeners.droppedDescriptors,
+            bootPipe: bootPipe.write, logger: logger)
         let child = Glibc.fork()
         if child < 0 {
             let error = SystemCallError.current("fork")
             _ = scoreboard.release(slot)
             return dispatch(.forkFailed(error))
         }
-        if child == 0 {
-            WorkerProcess.run(
-                WorkerProcess.Launch(
-                    supervisorPID: pid, slotIndex: slot, slot: scoreboard.slot(slot), generation: generation,
-                    setup: setup, listeners: listeners.current,
-                    inheritedToClose: [signals.fileDescriptor, bootPipe.read, scoreboard.descriptor]
-                        + (upgrade.flatMap { $0.passed ? nil : [$0.output] } ?? []) + listeners.droppedDescriptors,
-                    bootPipe: bootPipe.write, logger: logger))
-        }
+        if child == 0 { WorkerProcess.run(launch) }
         scoreboard.assign(slot, pid: child)
         logger.debug(
             "Forked worker \(slot + 1)", metadata: ["worker.pid": "\(child)", "worker.generation": "\(generation)"])
@@ -275,7 +275,7 @@ final class Supervisor {
             "Worker \(worker.number) killed: \(what) for \(PoolPolicy.seconds(elapsedNs)) s, past \(limitName) (\(allowed) s allowed); peer \(peer)",
             metadata: [
                 "worker.pid": "\(pid)", "worker.generation": "\(worker.generation)", "peer": "\(peer)",
-                "stage": "\(stage)",
+                "stage": "\(stage.name)",
             ])
     }
 
