@@ -13,29 +13,35 @@ struct FlagSetting: Sendable {
     let flagName: String
     /// How it is spelt on the command line.
     let flag: SettingFlag
-    /// The help line, with the default.
-    let help: String
+    /// The help line, with the default (made when asked: only `--help` and swift-argument-parser
+    /// need it, and rendering every default costs each start-up).
+    var help: String { makeHelp() }
+    private let makeHelp: @Sendable () -> String
     private let parseText: @Sendable (String) throws(SettingError) -> SettingValue
     private let applyValue: @Sendable (SettingValue, inout Settings) throws(SettingError) -> Void
     private let renderValue: @Sendable (Settings) -> SettingValue
 
     private init<Root>(
-        key: String, setting: Setting<Root>, defaults: Root,
+        key: String, setting: Setting<Root>, defaults: @escaping @Sendable () -> Root,
         apply: @escaping @Sendable (SettingValue, inout Settings) throws(SettingError) -> Void,
         render: @escaping @Sendable (Settings) -> SettingValue
     ) {
         self.key = key
-        self.flagName = key.replacing(".", with: "-")
+        // Not `replacing(_:with:)`: its generic string algorithms cost start-up more than the
+        // loop does.
+        self.flagName = String(key.map { $0 == "." ? "-" : $0 })
         self.flag = setting.flag
-        let defaultText: String
-        if let description = setting.defaultDescription {
-            defaultText = ": " + description
-        } else if case .boolean(let on) = setting.render(defaults) {
-            defaultText = on ? " on" : " off"
-        } else {
-            defaultText = " " + setting.render(defaults).plainText
+        self.makeHelp = {
+            let defaultText: String
+            if let description = setting.defaultDescription {
+                defaultText = ": " + description
+            } else if case .boolean(let on) = setting.render(defaults()) {
+                defaultText = on ? " on" : " off"
+            } else {
+                defaultText = " " + setting.render(defaults()).plainText
+            }
+            return "\(setting.help.dropLast(setting.help.hasSuffix(".") ? 1 : 0)) (default\(defaultText))."
         }
-        self.help = "\(setting.help.dropLast(setting.help.hasSuffix(".") ? 1 : 0)) (default\(defaultText))."
         self.parseText = { text throws(SettingError) in try setting.parse(flagText: text) }
         self.applyValue = apply
         self.renderValue = render
@@ -47,7 +53,7 @@ struct FlagSetting: Sendable {
         for setting in Settings.table.settings where setting.flag != .none {
             flags.append(
                 FlagSetting(
-                    key: setting.key, setting: setting, defaults: Settings(),
+                    key: setting.key, setting: setting, defaults: { Settings() },
                     apply: { value, settings throws(SettingError) in
                         try setting.read(value, into: &settings)
                         // `handler` and the PROXY keys are also keys of each [listeners.NAME] table:
@@ -70,7 +76,7 @@ struct FlagSetting: Sendable {
             for setting in registered.settings.settings where setting.flag != .none {
                 flags.append(
                     FlagSetting(
-                        key: "\(name).\(setting.key)", setting: setting, defaults: registered.defaults,
+                        key: "\(name).\(setting.key)", setting: setting, defaults: { registered.defaults },
                         apply: { value, settings throws(SettingError) in
                             try setting.read(value, into: &settings.handlerOptions[name]!)
                             for listener in settings.listeners.keys {

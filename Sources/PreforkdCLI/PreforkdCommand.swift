@@ -86,16 +86,10 @@ public struct PreforkdCommand: ParsableCommand {
     @Flag(name: .long, help: "Validate everything, print the effective configuration, and exit.")
     var checkConfig = false
 
-    /// What one flag was given as: the texts of each use, or the toggle's state.
-    enum FlagInput {
-        case texts([String])
-        case toggle(Bool?)
-    }
-
     /// Each flag's raw input, by its setting's key. A flag added above without an entry here is
     /// caught by the tests (every setting's flag must reach the setting).
-    var flagInputs: [(key: String, input: FlagInput)] {
-        func text(_ value: String?) -> FlagInput { .texts(value.map { [$0] } ?? []) }
+    var flagInputs: [(key: String, input: Invocation.FlagInput)] {
+        func text(_ value: String?) -> Invocation.FlagInput { .texts(value.map { [$0] } ?? []) }
         return [
             ("listen", .texts(listen)), ("workers", text(workers)), ("initial-bytes", text(initialBytes)),
             ("initial-timeout", text(initialTimeout)), ("send-timeout", text(sendTimeout)),
@@ -125,114 +119,20 @@ public struct PreforkdCommand: ParsableCommand {
     /// The command with no flags given.
     public init() {}
 
+    /// What the command line asks for, as ``Invocation`` runs it.
+    var invocation: Invocation { Invocation(config: config, checkConfig: checkConfig, flags: flagInputs) }
+
     /// Validates the settings, then prints them (`--check-config`) or runs the server until it
     /// stops; exits with the status of the README's table.
-    public func run() throws {
-        let settings: Settings
-        do {
-            settings = try loadSettings()
-        } catch {
-            throw fatal(error.source.isEmpty ? .usage : .configuration, error.description)
-        }
-        if checkConfig {
-            print(settings.renderTOML(), terminator: "")
-            return
-        }
-        let logger = LogSetup.bootstrap(level: settings.logLevel, format: settings.logFormat)
-        // The loader's first call is the start-up's, in-process; later ones are reloads in the
-        // running supervisor, which parses the file in a child so as not to keep TOMLKit's leak.
-        let loads = LoadCount()
-        let server = PreforkServer(logger: logger) { [self] in
-            defer { loads.count += 1 }
-            return try reloadSetup(isolated: loads.count > 0)
-        }
-        let status: PreforkExitCode
-        do {
-            status = try server.run()
-        } catch {
-            // One line on stderr, as for a bad flag (journald gets it through the stream too).
-            throw fatal(error.exitCode, error.description)
-        }
-        if status != .success { throw ExitCode(status.rawValue) }
-    }
+    public func run() throws { try invocation.run() }
 
-    /// The setup at start and on each reload: the file again, the same command line on top.
-    ///
-    /// It changes nothing in the running process: the log level travels in the setup, and the
-    /// engine applies it once the new generation takes over (a refused reload keeps the old one).
-    /// `isolated` parses the file in a child process (``ConfigFile/apply(path:to:isolated:)``).
+    /// The setup at start and on each reload (see ``Invocation/reloadSetup(isolated:)``).
     func reloadSetup(isolated: Bool = false) throws -> ServerSetup {
-        try loadSettings(isolated: isolated).makeSetup()
+        try invocation.reloadSetup(isolated: isolated)
     }
 
     /// Defaults, then the config file, then the command line; validated.
     func loadSettings(isolated: Bool = false) throws(ConfigurationError) -> Settings {
-        var settings = Settings()
-        if let config {
-            try ConfigFile.apply(path: config, to: &settings, isolated: isolated)
-            do {
-                try settings.validate()
-            } catch {
-                throw ConfigurationError(source: config, key: error.key, value: error.value, reason: error.reason)
-            }
-        }
-        // The text of each flag given, by key: what a message about its value quotes.
-        var given: [String: String] = [:]
-        for (key, input) in flagInputs {
-            let flag = FlagSetting.named(key)
-            let value: SettingValue
-            switch input {
-            case .texts(let texts) where !texts.isEmpty:
-                var values: [SettingValue] = []
-                for text in texts {
-                    do {
-                        values.append(try flag.parse(text))
-                    } catch {
-                        throw ConfigurationError(key: "--" + flag.flagName, value: text, reason: error.reason)
-                    }
-                }
-                value = flag.isRepeatable ? .array(values) : values.last!
-                given[key] = texts.joined(separator: " ")
-            case .toggle(let on?):
-                value = .boolean(on)
-                given[key] = "\(on)"
-            default:
-                continue
-            }
-            do {
-                try flag.apply(value, to: &settings)
-            } catch {
-                throw ConfigurationError(
-                    key: "--" + flag.flagName, value: error.value?.plainText ?? given[key]!, reason: error.reason)
-            }
-        }
-        do {
-            try settings.validate()
-        } catch {
-            // Only a command-line value can be wrong now: name it as its flag (a handler's flag
-            // also reaches the listener tables; the message names the flag all the same).
-            var key = error.key
-            for name in settings.listeners.keys where key.hasPrefix("listeners.\(name).") {
-                key.removeFirst("listeners.\(name).".count)
-            }
-            guard let text = given[key] else { throw error }
-            let flag = FlagSetting.named(key)
-            // The text as typed ("0.0", not "0"), but the one address at fault of a list.
-            let repeatable = flag.isRepeatable
-            throw ConfigurationError(
-                key: "--" + flag.flagName, value: repeatable ? error.value : text, reason: error.reason)
-        }
-        return settings
+        try invocation.loadSettings(isolated: isolated)
     }
-
-    private func fatal(_ code: PreforkExitCode, _ message: String) -> ExitCode {
-        let line = "preforkd: \(message)\n"
-        _ = line.withCString { write(2, $0, strlen($0)) }
-        return ExitCode(code.rawValue)
-    }
-}
-
-/// How many times the server's loader has run: the first is at start-up, the rest are reloads.
-private final class LoadCount {
-    var count = 0
 }

@@ -3,8 +3,8 @@ import Testing
 @testable import PreforkdCLI
 
 @Suite struct PlainCommandLineTests {
-    @Test func everyFlagHasAProperty() {
-        #expect(Set(PlainCommandLine.setters.keys) == Set(FlagSetting.all.map(\.key)))
+    @Test func swiftArgumentParsersCommandReadsEveryFlag() throws {
+        #expect(Set(try PreforkdCommand.parse([]).flagInputs.map(\.key)) == Set(FlagSetting.all.map(\.key)))
     }
 
     /// The plain reading and swift-argument-parser's give the same settings.
