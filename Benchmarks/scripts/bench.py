@@ -49,6 +49,7 @@ LOADGEN = os.path.join(BIN, "loadgen")
 CPREFORK = os.path.join(BIN, "cprefork")
 STARTUP_LAUNCH = os.path.join(BIN, "startup-launch")
 STARTUP_FLOOR = os.path.join(BIN, "startup-floor")
+SWIFT_FLOOR = os.path.join(BIN, "swift-floor", "release", "swift-floor")
 STARTUP_ROUNDS = int(os.environ.get("STARTUP_ROUNDS", "21"))
 NIO_EOF = os.path.join(BENCH, "nio", ".build", "release", "NIOEchoEOF")
 NIO_ECHO = os.path.join(BENCH, "nio", ".build", "echo-server", "release", "NIOEchoServer")
@@ -272,11 +273,12 @@ def measure_memory(peer, port):
 
 
 def measure_startup(rounds=STARTUP_ROUNDS):
-    """exec → READY=1 of preforkd and of the C floor, timed by the C launcher (no interpreter in
-    the timed path), interleaved in one run; see startup/launch.c."""
+    """exec → READY=1 of preforkd, of the Swift floor and of the C floor, timed by the C launcher
+    (no interpreter in the timed path), interleaved in one run; see startup/launch.c."""
     path = os.path.join(tmpdir, "startup.json")
     out = subprocess.run([STARTUP_LAUNCH, "-n", str(rounds), "-w", str(WORKERS), "-j", path,
-                          " ".join([f"preforkd={PREFORKD}"] + PREFORKD_ROOT_FLAGS), f"floor={STARTUP_FLOOR}"],
+                          " ".join([f"preforkd={PREFORKD}"] + PREFORKD_ROOT_FLAGS), f"swift-floor={SWIFT_FLOOR}",
+                          f"floor={STARTUP_FLOOR}"],
                          capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
         return dict(error=(out.stderr.strip().splitlines() or ["launcher failed"])[-1])
@@ -285,7 +287,7 @@ def measure_startup(rounds=STARTUP_ROUNDS):
         doc = json.load(f)
     rows = {r["name"]: r for r in doc["servers"]}
     return dict(rounds=doc["rounds"], workers=doc["workers"], preforkd=rows["preforkd"], floor=rows["floor"],
-                ratio=rows["preforkd"]["ratio_to_reference"])
+                swift_floor=rows["swift-floor"], ratio=rows["preforkd"]["ratio_to_reference"])
 
 
 # ---------------------------------------------------------------- report
@@ -341,6 +343,7 @@ def main():
     # missing is an error, never a silently absent column.
     for b, how in ((LOADGEN, "make -C Benchmarks build"), (CPREFORK, "make -C Benchmarks build"),
                    (STARTUP_LAUNCH, "make -C Benchmarks build"), (STARTUP_FLOOR, "make -C Benchmarks build"),
+                   (SWIFT_FLOOR, "make -C Benchmarks build"),
                    (PREFORKD, "make release, or set PREFORKD"), (NIO_EOF, "make -C Benchmarks nio"),
                    (NIO_ECHO, "make -C Benchmarks nio")):
         if not os.access(b, os.X_OK):
@@ -518,14 +521,18 @@ def write_reports(ps, scens, results, memory, startup, wall):
     else:
         lines.append(f"Timed by `startup/launch.c` (posix_spawn, then the READY=1 datagram; CLOCK_MONOTONIC), "
                      f"{startup['rounds']} interleaved rounds.\n")
-        lines.append("| server | median ms | p10 | p90 |")
-        lines.append("|---|---:|---:|---:|")
-        for name, label in (("preforkd", "preforkd"), ("floor", "C floor (`startup/floor.c`)")):
+        lines.append("| server | median ms | p10 | p90 | × C floor | CPU ms | page faults |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|")
+        for name, label in (("preforkd", "preforkd"), ("swift_floor", "Swift floor (`startup/swift-floor`)"),
+                            ("floor", "C floor (`startup/floor.c`)")):
             r = startup[name]
-            lines.append(f"| {label} | {r['median_ms']:.2f} | {r['p10_ms']:.2f} | {r['p90_ms']:.2f} |")
-        lines.append(f"| ratio preforkd / C floor (median of per-round ratios) | {startup['ratio']:.2f}× | | |")
+            lines.append(f"| {label} | {r['median_ms']:.2f} | {r['p10_ms']:.2f} | {r['p90_ms']:.2f} "
+                         f"| {r['ratio_to_reference']:.2f}× | {r['cpu_ms']:.2f} | {r['page_faults']:.0f} |")
         lines.append("\n(The C floor binds, forks the workers, waits until each reports it is about to block in "
-                     "accept4, then sends READY=1: the same contract as preforkd, with nothing else.)\n")
+                     "accept4, then sends READY=1: the same contract as preforkd, with nothing else. The Swift "
+                     "floor does the same in Swift, linked as preforkd is: what the language runtime costs any "
+                     "Swift program. × C floor is the median of per-round ratios; CPU ms and page faults are "
+                     "those of all the server's processes, spawn to kill.)\n")
     load_end = open("/proc/loadavg").read().split()[:3]
     lines.append(f"Measured part of the run: {wall:.0f} s. Load average before: {' '.join(LOAD_START or [])}, "
                  f"after: {' '.join(load_end)} (anything else busy on the machine skews absolute numbers; "

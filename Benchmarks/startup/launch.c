@@ -7,7 +7,10 @@
  * before posix_spawn() to the datagram carrying READY=1. Then it SIGKILLs the process group and
  * reaps all of it (it is the child subreaper, so orphaned workers come back to it) before the
  * next start. Prints median, p10, p90 per server and each one's ratio to the reference (the
- * last server unless -r), as the median of the per-round ratios.
+ * last server unless -r), as the median of the per-round ratios. Beside it, the CPU time
+ * (user + system) the server's processes used from spawn to the kill after READY=1, from
+ * getrusage(RUSAGE_CHILDREN): on a busy machine that one is barely moved by the others' load;
+ * and their page faults, which do not move at all.
  *
  * usage: launch [-n ROUNDS] [-w WORKERS] [-t TIMEOUT_MS] [-r REFNAME] [-j JSONFILE] [-e STDERRFILE]
  *               NAME=PATH[ ARG…] …
@@ -23,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -38,12 +42,23 @@ struct server {
     const char *name;
     char *argv[MAXARGS];
     double *ms;  /* one per round; < 0 when READY=1 did not come */
+    double *cpu; /* CPU ms of all its processes, one per round */
+    double *faults; /* page faults of all its processes, one per round */
 };
 
 static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* CPU time (user + system) of every reaped child so far, in ms; and their page faults. */
+static double children_cpu_ms(double *faults) {
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    *faults = (double)(ru.ru_minflt + ru.ru_majflt);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -231,6 +246,8 @@ int main(int argc, char **argv) {
             return 66;
         }
         servers[i].ms = calloc((size_t)rounds, sizeof(double));
+        servers[i].cpu = calloc((size_t)rounds, sizeof(double));
+        servers[i].faults = calloc((size_t)rounds, sizeof(double));
         if (ref_name && !strcmp(ref_name, spec)) ref = i;
     }
 
@@ -253,7 +270,11 @@ int main(int argc, char **argv) {
     for (int r = 0; r < rounds && !failed; r++) {
         for (int j = 0; j < nservers; j++) {
             int i = r % 2 ? nservers - 1 - j : j;
+            double faults_before, faults_after;
+            double cpu_before = children_cpu_ms(&faults_before);
             servers[i].ms[r] = start_once(&servers[i], sock, env, timeout_ms, stderr_path);
+            servers[i].cpu[r] = children_cpu_ms(&faults_after) - cpu_before;
+            servers[i].faults[r] = faults_after - faults_before;
             if (servers[i].ms[r] < 0) failed = 1;
         }
     }
@@ -267,20 +288,24 @@ int main(int argc, char **argv) {
                       servers[ref].name);
     printf("exec → READY=1, %s workers, %d interleaved rounds (ms); load average before: %s, after: %s\n", workers,
            rounds, load_before, load_average());
-    printf("%-16s %8s %8s %8s %8s %8s   %s\n", "server", "median", "p10", "p90", "min", "max", "× " );
+    printf("%-16s %8s %8s %8s %8s %8s   %-24s %s\n", "server", "median", "p10", "p90", "min", "max", "× ", "CPU ms (×)    faults");
     for (int i = 0; i < nservers; i++) {
         double *s = malloc(sizeof(double) * (size_t)rounds), *ratios = malloc(sizeof(double) * (size_t)rounds);
         memcpy(s, servers[i].ms, sizeof(double) * (size_t)rounds);
         qsort(s, (size_t)rounds, sizeof(double), cmp_double);
         for (int r = 0; r < rounds; r++) ratios[r] = servers[i].ms[r] / servers[ref].ms[r];
         double med = median_of(s, rounds), ratio = median_of(ratios, rounds);
-        printf("%-16s %8.2f %8.2f %8.2f %8.2f %8.2f   %.2f× %s\n", servers[i].name, med, pct(s, rounds, 10),
-               pct(s, rounds, 90), s[0], s[rounds - 1], ratio, i == ref ? "(reference)" : servers[ref].name);
+        double cpu = median_of(servers[i].cpu, rounds), ref_cpu = median_of(servers[ref].cpu, rounds);
+        char against[40];
+        snprintf(against, sizeof against, "%.2f× %s", ratio, i == ref ? "(reference)" : servers[ref].name);
+        printf("%-16s %8.2f %8.2f %8.2f %8.2f %8.2f   %-24s %5.2f (%.2f×) %6.0f\n", servers[i].name, med,
+               pct(s, rounds, 10), pct(s, rounds, 90), s[0], s[rounds - 1], against, cpu,
+               ref_cpu > 0 ? cpu / ref_cpu : 0, median_of(servers[i].faults, rounds));
         if (json) {
             fprintf(json, "%s\n {\"name\": \"%s\", \"median_ms\": %.3f, \"p10_ms\": %.3f, \"p90_ms\": %.3f, "
-                          "\"min_ms\": %.3f, \"max_ms\": %.3f, \"ratio_to_reference\": %.3f, \"ms\": [",
+                          "\"min_ms\": %.3f, \"max_ms\": %.3f, \"ratio_to_reference\": %.3f, \"cpu_ms\": %.3f, \"page_faults\": %.0f, \"ms\": [",
                     i ? "," : "", servers[i].name, med, pct(s, rounds, 10), pct(s, rounds, 90), s[0], s[rounds - 1],
-                    ratio);
+                    ratio, cpu, median_of(servers[i].faults, rounds));
             for (int r = 0; r < rounds; r++) fprintf(json, "%s%.3f", r ? ", " : "", servers[i].ms[r]);
             fprintf(json, "]}");
         }
