@@ -4,7 +4,7 @@
 //
 // Module layout (each folder under Sources/ is one concern):
 //   CPreforkShims    C wrappers for Linux calls Glibc's Swift module lacks (accept4, signalfd, …)
-//   CSystemd         libsystemd, linked through pkg-config
+//   CSystemd         libsystemd, loaded with dlopen on first use (not linked: see its header)
 //   SystemCalls      the syscall layer Systemd and Prefork share: errno rule, error type, addresses
 //   Systemd          a reusable Swift API over libsystemd (no dependency on the engine)
 //   Prefork          the engine: listeners, supervisor, workers, scoreboard, handler protocol
@@ -34,11 +34,8 @@ let package = Package(
     ],
     targets: [
         .target(name: "CPreforkShims"),
-        .systemLibrary(
-            name: "CSystemd",
-            pkgConfig: "libsystemd",
-            providers: [.apt(["libsystemd-dev"])]
-        ),
+        // Compiled against libsystemd-dev's headers; the library itself is dlopen'ed when used.
+        .target(name: "CSystemd"),
         .target(
             name: "SystemCalls",
             dependencies: [

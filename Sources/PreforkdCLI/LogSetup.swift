@@ -13,10 +13,20 @@ enum LogSetup {
     /// Bootstraps swift-log once and returns the supervisor's logger.
     ///
     /// `auto` writes structured journald entries when stderr is journald's stream (systemd sets
-    /// JOURNAL_STREAM for `StandardError=journal`), text lines otherwise.
+    /// JOURNAL_STREAM for `StandardError=journal`), text lines otherwise. Journal entries need
+    /// libsystemd: when it cannot be loaded, text lines go to stderr instead, after one warning.
     static func bootstrap(level: Logger.Level, format: Settings.LogFormat) -> Logger {
         self.level = level
-        let journal = format == .journal || (format == .auto && Journal.isStandardErrorJournalStream())
+        var journal = format == .journal || (format == .auto && Journal.isStandardErrorJournalStream())
+        var unavailable: SystemCallError?
+        if journal {
+            do {
+                try LibSystemd.load()
+            } catch {
+                journal = false
+                unavailable = error
+            }
+        }
         if journal {
             LoggingSystem.bootstrap { label in
                 PreforkdLogHandler(JournalLogHandler(label: label, identifier: "preforkd"), addsRole: true)
@@ -27,7 +37,11 @@ enum LogSetup {
                 PreforkdLogHandler(TextLogHandler(format: textFormat), addsRole: false)
             }
         }
-        return Logger(label: "preforkd")
+        let logger = Logger(label: "preforkd")
+        if let unavailable {
+            logger.warning("Logging text to stderr instead of entries to the journal: \(unavailable)")
+        }
+        return logger
     }
 }
 

@@ -67,8 +67,8 @@ public enum Journal {
     /// here: pass them as fields. When no journald listens, the entry is dropped silently.
     ///
     /// - Throws: ``SystemCallError`` `EINVAL` for an invalid field name (see ``isValidFieldName(_:)``)
-    ///   or an empty entry, or the error `sd_journal_sendv` reports. A send interrupted by a signal
-    ///   is made again.
+    ///   or an empty entry, the loader's error when libsystemd cannot be loaded, or the error
+    ///   `sd_journal_sendv` reports. A send interrupted by a signal is made again.
     public static func send(_ fields: [(name: String, value: String)]) throws(SystemCallError) {
         guard !fields.isEmpty else {
             throw SystemCallError("sd_journal_sendv", "(no fields)", errno: .invalidArgument)
@@ -87,12 +87,13 @@ public enum Journal {
             buffer.append(contentsOf: field.value.utf8)
             ranges.append(start..<buffer.count)
         }
+        try LibSystemd.load()
         _ = try buffer.withUnsafeMutableBytes { bytes in
             let vectors = ranges.map { range in
                 iovec(iov_base: bytes.baseAddress! + range.lowerBound, iov_len: range.count)
             }
             return vectors.withUnsafeBufferPointer { vectors in
-                valueOrNegatedErrno { sd_journal_sendv(vectors.baseAddress, Int32(vectors.count)) }
+                valueOrNegatedErrno { pf_sd_journal_sendv(vectors.baseAddress, Int32(vectors.count)) }
             }
         }.get("sd_journal_sendv")
     }

@@ -22,8 +22,8 @@ public enum ServiceManager {
     /// service manager ignores them under `NotifyAccess=main`).
     ///
     /// - Returns: false, having done nothing, when `NOTIFY_SOCKET` is unset; true when sent.
-    /// - Throws: ``SystemCallError`` when the datagram cannot be sent (for example `ECONNREFUSED`).
-    ///   A send interrupted by a signal is made again.
+    /// - Throws: ``SystemCallError`` when the datagram cannot be sent (for example `ECONNREFUSED`),
+    ///   or libsystemd cannot be loaded. A send interrupted by a signal is made again.
     @discardableResult
     public static func notify(_ notifications: [ServiceNotification]) throws(SystemCallError) -> Bool {
         try self.notify(notifications, passing: [])
@@ -35,34 +35,41 @@ public enum ServiceManager {
     /// The corresponding C function is `sd_pid_notify_with_fds(3)` with pid 0.
     ///
     /// - Returns: false, having done nothing, when `NOTIFY_SOCKET` is unset; true when sent.
-    /// - Throws: ``SystemCallError`` when the datagram cannot be sent. A send interrupted by a
-    ///   signal is made again.
+    /// - Throws: ``SystemCallError`` when the datagram cannot be sent, or libsystemd cannot be
+    ///   loaded. A send interrupted by a signal is made again.
     @discardableResult
     public static func notify(
         _ notifications: [ServiceNotification],
         passing fileDescriptors: [FileDescriptor]
     ) throws(SystemCallError) -> Bool {
         guard self.isNotifySocketSet else { return false }
+        try LibSystemd.load()
         let state = notifications.map(\.assignment).joined(separator: "\n")
         if fileDescriptors.isEmpty {
-            return try valueOrNegatedErrno { sd_pid_notify(0, 0, state) }.get("sd_pid_notify") > 0
+            return try valueOrNegatedErrno { pf_sd_pid_notify(0, 0, state) }.get("sd_pid_notify") > 0
         }
         let fds = fileDescriptors.map(\.rawValue)
         return try fds.withUnsafeBufferPointer { fds in
-            valueOrNegatedErrno { sd_pid_notify_with_fds(0, 0, state, fds.baseAddress, UInt32(fds.count)) }
+            valueOrNegatedErrno { pf_sd_pid_notify_with_fds(0, 0, state, fds.baseAddress, UInt32(fds.count)) }
         }.get("sd_pid_notify_with_fds") > 0
     }
 
     /// The watchdog interval when the service manager expects keep-alive pings from this process:
     /// `WATCHDOG_USEC` is set and `WATCHDOG_PID` is unset or names this process. Ping at half of it.
     ///
-    /// The corresponding C function is `sd_watchdog_enabled(3)`, without unsetting the environment.
+    /// The corresponding C function is `sd_watchdog_enabled(3)`, without unsetting the environment;
+    /// libsystemd is only loaded when `WATCHDOG_USEC` is set.
     ///
     /// - Returns: nil when the watchdog is off for this process.
-    /// - Throws: ``SystemCallError`` (`EINVAL`) when the variables cannot be parsed.
+    /// - Throws: ``SystemCallError`` (`EINVAL`) when the variables cannot be parsed, or the
+    ///   loader's error when libsystemd cannot be loaded.
     public static func watchdogInterval() throws(SystemCallError) -> Duration? {
+        // Unset, sd_watchdog_enabled says 0 without looking further.
+        guard Environment.value("WATCHDOG_USEC") != nil else { return nil }
+        try LibSystemd.load()
         var microseconds: UInt64 = 0
-        guard try valueOrNegatedErrno({ sd_watchdog_enabled(0, &microseconds) }).get("sd_watchdog_enabled") > 0 else {
+        guard try valueOrNegatedErrno({ pf_sd_watchdog_enabled(0, &microseconds) }).get("sd_watchdog_enabled") > 0
+        else {
             return nil
         }
         return .microseconds(microseconds)

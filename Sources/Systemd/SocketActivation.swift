@@ -44,21 +44,30 @@ public enum SocketActivation {
     /// `LISTEN_FDS`, `LISTEN_PID` and `LISTEN_FDNAMES` so that children never take them again. Call it
     /// at start-up, before other threads read the environment.
     ///
-    /// Each descriptor is examined with `sd_is_socket(3)` and `getsockname(2)`.
+    /// Each descriptor is examined with `sd_is_socket(3)` and `getsockname(2)`. libsystemd is only
+    /// loaded when `LISTEN_PID` and `LISTEN_FDS` are both set.
     ///
     /// - Returns: an empty array when `LISTEN_FDS` is unset or `LISTEN_PID` names another process.
     /// - Throws: ``SystemCallError`` `EINVAL` when the variables are malformed (as libsystemd sees it,
-    ///   `LISTEN_FDS=0` is malformed, and so is a `LISTEN_FDNAMES` whose count differs), or when a
-    ///   passed descriptor is not a socket (`ENOTSOCK`) or cannot be examined.
+    ///   `LISTEN_FDS=0` is malformed, and so is a `LISTEN_FDNAMES` whose count differs), when a
+    ///   passed descriptor is not a socket (`ENOTSOCK`) or cannot be examined, or the loader's error
+    ///   when libsystemd cannot be loaded.
     public static func takeSockets() throws(SystemCallError) -> [ActivatedSocket] {
+        // Without either, sd_listen_fds_with_names takes nothing and only unsets the variables.
+        guard Environment.value("LISTEN_PID") != nil, Environment.value("LISTEN_FDS") != nil else {
+            for name in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] { unsetenv(name) }
+            return []
+        }
+        try LibSystemd.load()
         var names: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = nil
         defer { freeStringVector(names) }
-        let count = try valueOrNegatedErrno { sd_listen_fds_with_names(1, &names) }.get("sd_listen_fds_with_names")
+        let count = try valueOrNegatedErrno { pf_sd_listen_fds_with_names(1, &names) }
+            .get("sd_listen_fds_with_names")
 
         var sockets: [ActivatedSocket] = []
         sockets.reserveCapacity(Int(count))
         for index in 0..<count {
-            let fd = SD_LISTEN_FDS_START + index
+            let fd = PF_SD_LISTEN_FDS_START + index
             let name = names?[Int(index)].map { String(cString: $0) } ?? "unknown"
             sockets.append(try self.examine(FileDescriptor(rawValue: fd), name: name))
         }
@@ -67,14 +76,17 @@ public enum SocketActivation {
 
     /// Describes one passed descriptor.
     static func examine(_ fd: FileDescriptor, name: String) throws(SystemCallError) -> ActivatedSocket {
+        try LibSystemd.load()
         let object = "fd \(fd.rawValue) (\(name))"
-        let isSocket = try valueOrNegatedErrno { sd_is_socket(fd.rawValue, AF_UNSPEC, 0, -1) }
+        let isSocket = try valueOrNegatedErrno { pf_sd_is_socket(fd.rawValue, AF_UNSPEC, 0, -1) }
             .get("sd_is_socket", object)
         guard isSocket > 0 else {
             throw SystemCallError("sd_is_socket", object, errno: .notSocket)
         }
-        let listening = try valueOrNegatedErrno { sd_is_socket(fd.rawValue, AF_UNSPEC, Int32(SOCK_STREAM.rawValue), 1) }
-            .get("sd_is_socket", object)
+        let listening = try valueOrNegatedErrno {
+            pf_sd_is_socket(fd.rawValue, AF_UNSPEC, Int32(SOCK_STREAM.rawValue), 1)
+        }
+        .get("sd_is_socket", object)
         let address = try SocketAddress.local(of: fd).get("getsockname", object)
         return ActivatedSocket(
             fileDescriptor: fd,

@@ -271,4 +271,107 @@ import Testing
             #expect((entries[0]["MESSAGE"] as? String)?.contains("forwarded to \(upstream.address())") == true)
         }
     }
+
+    // libsystemd is loaded with dlopen when first needed, not linked: a start without socket
+    // activation, watchdog or journal never maps it (nor its six dependencies).
+
+    /// Whether the supervisor, and each worker, of a ready `daemon` map libsystemd.
+    static func mapsLibsystemd(_ daemon: Daemon) throws -> (supervisor: Bool, workers: [Bool]) {
+        try waitUntil("the workers") { !daemon.workerPIDs().isEmpty }
+        let workers = try daemon.workerPIDs().map { try ProcessTable.maps($0, fileNamed: "libsystemd.so.") }
+        return (try ProcessTable.maps(daemon.pid, fileNamed: "libsystemd.so."), workers)
+    }
+
+    @Test func aPlainStartNeverMapsLibsystemd() throws {
+        let daemon = try Daemon(["--listen", "127.0.0.1:0", "--workers", "2"])
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        #expect(try Client.exchange(port: try daemon.port(), "plain<EOF>") == "plain<EOF>")
+        let mapped = try Self.mapsLibsystemd(daemon)
+        #expect(!mapped.supervisor)
+        #expect(mapped.workers == [false, false])
+    }
+
+    @Test func journalLoggingAndTheWatchdogMapLibsystemd() throws {
+        let journal = try Daemon(["--listen", "127.0.0.1:0", "--workers", "1", "--log-format", "journal"])
+        defer { journal.stop() }
+        let watchdog = try Daemon(
+            ["--listen", "127.0.0.1:0", "--workers", "1"], environment: ["WATCHDOG_USEC": "60000000"])
+        defer { watchdog.stop() }
+        try journal.waitForReady()
+        try watchdog.waitForReady()
+        // Loaded before the first fork: the workers have it from the supervisor.
+        let journalMapped = try Self.mapsLibsystemd(journal)
+        #expect(journalMapped.supervisor && journalMapped.workers == [true])
+        #expect(try Self.mapsLibsystemd(watchdog).supervisor)
+    }
+
+    @Test func anActivatedStartMapsLibsystemdAndServes() throws {
+        let port = Self.freePort()
+        let daemon = try Daemon(
+            ["-l", "127.0.0.1:\(port)", "-E", "NOTIFY_SOCKET", Binaries.preforkd, "--workers", "1"],
+            binary: "/usr/bin/systemd-socket-activate")
+        defer { daemon.stop() }
+        try waitUntil("systemd-socket-activate to listen") { daemon.log.contains("Listening on") }
+        #expect(try Client.exchange(port: port, "activated<EOF>") == "activated<EOF>")
+        try daemon.waitForReady()
+        try daemon.waitForLog("Listening on 127.0.0.1:\(port) listener=unknown origin=activated")
+        #expect(try Self.mapsLibsystemd(daemon).supervisor)
+    }
+
+    /// Runs the rest of its command line with libsystemd.so.0 unloadable: /dev/null mounted over
+    /// the file the loader's cache names, in a mount namespace of its own (unshare -m).
+    static let withoutLibsystemd = """
+        lib=$(/sbin/ldconfig -p | awk '$1 == "libsystemd.so.0" { print $NF; exit }')
+        [ -n "$lib" ] && mount --bind /dev/null "$(readlink -f "$lib")" && exec "$@"
+        echo "cannot hide libsystemd.so.0 ('$lib')" >&2
+        exit 99
+        """
+
+    static var isRoot: Bool { geteuid() == 0 }
+
+    @Test(.enabled(if: isRoot, "needs root: it mounts over libsystemd in a mount namespace"))
+    func withoutLibsystemdJournalLoggingFallsBackToText() throws {
+        let daemon = try Daemon(
+            [
+                "-m", "--propagation", "private", "/bin/sh", "-c", Self.withoutLibsystemd, "sh",
+                Binaries.preforkd, "--listen", "127.0.0.1:0", "--workers", "1", "--log-format", "journal",
+            ],
+            binary: "/usr/bin/unshare")
+        defer { daemon.stop() }
+        try daemon.waitForReady()
+        #expect(try Client.exchange(port: try daemon.port(), "text<EOF>") == "text<EOF>")
+        let warning = daemon.log.split(separator: "\n").filter { $0.contains("instead of entries to the journal") }
+        #expect(warning.count == 1, "\(daemon.log)")
+        #expect(
+            warning.first?.contains(
+                "warning [\(daemon.pid)] supervisor: Logging text to stderr instead of entries to the journal:"
+                    + " dlopen libsystemd.so.0 (") == true, "\(daemon.log)")
+        #expect(warning.first?.hasSuffix("): Can not access a needed shared library (errno 79)") == true)
+        #expect(daemon.log.contains("info [\(daemon.pid)] supervisor: Ready: 1 workers accepting"))
+        #expect(try !ProcessTable.maps(daemon.pid, fileNamed: "libsystemd.so."))
+    }
+
+    @Test(.enabled(if: isRoot, "needs root: it mounts over libsystemd in a mount namespace"))
+    func withoutLibsystemdSocketActivationFailsWithOneLine() throws {
+        let port = Self.freePort()
+        let daemon = try Daemon(
+            [
+                "-m", "--propagation", "private", "/bin/sh", "-c", Self.withoutLibsystemd, "sh",
+                "/usr/bin/systemd-socket-activate", "-l", "127.0.0.1:\(port)", "-E", "NOTIFY_SOCKET",
+                Binaries.preforkd, "--workers", "1",
+            ],
+            binary: "/usr/bin/unshare")
+        defer { daemon.stop() }
+        try waitUntil("systemd-socket-activate to listen") { daemon.log.contains("Listening on") }
+        // The first connection execs preforkd, which stops before it serves.
+        let client = try Client(port: port)
+        defer { client.close() }
+        #expect(try daemon.waitForExit() == 78)
+        let lines = daemon.log.split(separator: "\n").filter { $0.hasPrefix("preforkd:") }
+        #expect(lines.count == 1, "\(daemon.log)")
+        #expect(
+            lines.first?.hasPrefix("preforkd: socket activation: dlopen libsystemd.so.0 (") == true, "\(daemon.log)")
+        #expect(lines.first?.hasSuffix("): Can not access a needed shared library (errno 79)") == true)
+    }
 }

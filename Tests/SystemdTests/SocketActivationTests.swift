@@ -25,6 +25,8 @@ import Testing
     struct Probe {
         var sockets: [ProbedSocket] = []
         var environment: [String: String] = [:]
+        /// Whether libsystemd was loaded once the sockets were taken.
+        var mapsLibsystemd: Bool?
         var error: String?
         var exitCode: Int32
     }
@@ -79,6 +81,7 @@ import Testing
                     )
                 )
             case "env": probe.environment = pairs
+            case "mapped": probe.mapsLibsystemd = pairs["libsystemd"] == "1"
             case "error": probe.error = String(line.dropFirst("error ".count))
             default: Issue.record("unexpected probe output: \(line)")
             }
@@ -106,6 +109,7 @@ import Testing
             ]
         )
         #expect(probe.environment == Self.unsetEnvironment)
+        #expect(probe.mapsLibsystemd == true)
     }
 
     @Test func twoNamedSockets() throws {
@@ -225,6 +229,7 @@ import Testing
         #expect(probe.error == nil)
         #expect(probe.sockets.isEmpty)
         #expect(probe.environment == Self.unsetEnvironment)
+        #expect(probe.mapsLibsystemd == false, "nothing to take: libsystemd is not loaded")
     }
 
     @Test func descriptorThatIsNotASocketIsAnError() throws {

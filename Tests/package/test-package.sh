@@ -2,10 +2,12 @@
 # Tests the Debian package the way a distribution would: installs it into a minimal Debian root
 # (debootstrap, no Swift toolchain, cached by clean-root.sh) booted with systemd in a container,
 # and checks what a user of the package sees:
-#   the binary (hardening-check on the host; ldd in the root names only the root's libraries),
+#   the binary (hardening-check on the host; ldd in the root names only the root's libraries, and
+#   not libsystemd, which it dlopens and names in its .note.dlopen and in Depends),
 #   the man page's sections and options, the completions;
 #   install: the socket enabled and listening, the service started by the first connection and
-#   echoing, --version and --check-config on the shipped conffile, the daemon's journal entries;
+#   echoing with libsystemd loaded, --version and --check-config on the shipped conffile, the
+#   daemon's journal entries;
 #   upgrade to a package with a higher version under a bounded client load: 0 failed exchanges,
 #   the socket never restarted, the service restarted, a locally edited conffile kept. The newer
 #   package is this one repacked (dpkg-deb -R, -b) with a higher Version and a change to the
@@ -80,10 +82,18 @@ else
     note "Version: $(dpkg-deb -f "$DEB" Version); --version: $("$BIN" --version 2>&1)"
 fi
 depends=$(dpkg-deb -f "$DEB" Depends)
-if grep -q 'libsystemd0' <<<"$depends" && grep -q 'libc6' <<<"$depends"; then
-    ok "Depends from \${shlibs:Depends}: $depends"
+if grep -q 'libsystemd0 (>= 227)' <<<"$depends" && grep -q 'libc6' <<<"$depends"; then
+    ok "Depends: the linked libraries (\${shlibs:Depends}) and libsystemd0, which preforkd dlopens: $depends"
 else
-    not_ok "Depends names the shared libraries the binary links (libc6, libsystemd0)"; note "Depends: $depends"
+    not_ok "Depends names the libraries the binary links (libc6) and libsystemd0 (>= 227), which it dlopens"
+    note "Depends: $depends"
+fi
+# The dlopen'ed library, for tools that read ELF dlopen metadata: a .note.dlopen note naming it.
+note_json=$(objcopy -O binary --only-section=.note.dlopen "$BIN" /dev/stdout 2>&1 | tr -d '\0')
+if grep -q '"soname":\["libsystemd.so.0"\]' <<<"$note_json" && grep -q '"priority":"required"' <<<"$note_json"; then
+    ok "the binary's .note.dlopen names libsystemd.so.0, required"
+else
+    not_ok "the binary's .note.dlopen names libsystemd.so.0, required"; note "$note_json"
 fi
 
 # The man page and the completions as shipped.
@@ -167,10 +177,11 @@ if [ $rc -eq 0 ]; then ok "dpkg -i $(basename "$DEB")"; else not_ok "dpkg -i $(b
 
 libs=$(IN ldd /usr/bin/preforkd 2>&1)
 if ! grep -q 'not found' <<<"$libs" && ! grep -qi swift <<<"$libs" &&
-    grep -q 'libsystemd.so.0' <<<"$libs"; then
+    ! grep -q 'libsystemd.so.0' <<<"$libs"; then
     ok "ldd /usr/bin/preforkd in the clean root: $(printf '%s\n' "$libs" | awk '/=>/{print $1}' | paste -sd' ')"
 else
-    not_ok "ldd /usr/bin/preforkd in the clean root: every library found, none from Swift"; note "$libs"
+    not_ok "ldd /usr/bin/preforkd in the clean root: every library found, none from Swift, not libsystemd (dlopen'ed)"
+    note "$libs"
 fi
 owners=$(for lib in $(printf '%s\n' "$libs" | awk '/=> \//{print $3}'); do IN dpkg -S "$(IN realpath "$lib")" 2>/dev/null || IN dpkg -S "$lib" 2>/dev/null || echo "NONE: $lib"; done)
 if ! grep -q '^NONE' <<<"$owners"; then
@@ -215,6 +226,14 @@ else
 fi
 reply=$(printf 'hello<EOF>' | nsenter -t "$LEADER" -n -- timeout 10 nc -N 127.0.0.1 "$PORT" 2>&1)
 check "printf 'hello<EOF>' | nc -N 127.0.0.1 $PORT answers hello<EOF> (got '$reply')" [ "$reply" = 'hello<EOF>' ]
+# Socket-activated and logging to the journal, the service has loaded the root's libsystemd.
+main_pid=$(prop preforkd.service MainPID)
+mapped=$(IN grep -o '/[^ ]*libsystemd\.so\.0[^ ]*' "/proc/$main_pid/maps" 2>&1 | sort -u)
+if grep -q '^/.*libsystemd\.so\.0' <<<"$mapped"; then
+    ok "the activated service (pid $main_pid) has loaded $(head -1 <<<"$mapped")"
+else
+    not_ok "the activated service (pid $main_pid) has loaded libsystemd.so.0"; note "$mapped"
+fi
 
 out=$(IN preforkd --check-config --config /etc/preforkd/preforkd.toml 2>&1); rc=$?
 if [ $rc -eq 0 ] && grep -q '^workers' <<<"$out"; then
