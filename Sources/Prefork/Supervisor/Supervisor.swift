@@ -229,7 +229,7 @@ final class Supervisor {
             setup: setup, listeners: listeners.current,
             inheritedToClose: [signals.fileDescriptor, bootPipe.read, scoreboard.descriptor]
                 + (upgrade.flatMap { $0.passed ? nil : [$0.output] } ?? []) + listeners.droppedDescriptors,
-            bootPipe: bootPipe.write, logger: logger)
+            bootPipe: bootPipe.write, logger: WorkerProcess.workerLogger(logger, generation: generation))
         let child = Glibc.fork()
         if child < 0 {
             let error = SystemCallError.current("fork")
