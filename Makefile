@@ -5,9 +5,10 @@ SWIFT ?= swift
 BUILD_FLAGS ?=
 RELEASE_DIR := .build-release
 # The binary that ships, linked as the package's is (`make run`, `make bench`, `make install`):
-# the Swift runtime linked in statically, so no toolchain library is loaded at start; no $$ORIGIN
-# run path, so the loader looks for libraries in the system's directories only; BIND_NOW, which
-# the package's hardening requires. Start-up is measured on it: `make -C Benchmarks startup`.
+# the Swift runtime linked in statically, so no toolchain library is loaded at start, and with it
+# the C++ runtime it needs (scripts/static-cxx-runtime); no $$ORIGIN run path, so the loader looks
+# for libraries in the system's directories only; BIND_NOW, which the package's hardening
+# requires. Start-up is measured on it: `make -C Benchmarks startup`.
 RELEASE_FLAGS := -c release --static-swift-stdlib --disable-local-rpath -Xlinker -z -Xlinker now \
 	--scratch-path $(RELEASE_DIR)
 ADDRESS ?= 127.0.0.1:11000
@@ -22,8 +23,12 @@ deps:
 build: deps
 	$(SWIFT) build $(BUILD_FLAGS)
 
+# The release build (a shell command: the C++ runtime's flags come from a script that can fail).
+RELEASE_BUILD = cxx=$$(scripts/static-cxx-runtime $(RELEASE_DIR)/static-cxx) && $(SWIFT) build $(RELEASE_FLAGS) $$cxx
+RELEASE_BIN = $$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/preforkd
+
 release: deps
-	$(SWIFT) build $(RELEASE_FLAGS) --product preforkd
+	$(RELEASE_BUILD) --product preforkd
 
 # Runs the release binary: the one that ships, and the one whose start-up is measured. As root
 # it serves as nobody (preforkd refuses to serve as root unless told allow-root).
@@ -87,13 +92,11 @@ test-package: deb
 	Tests/package/test-package.sh $(DEB_DIR)
 
 # The release build, linked as the package's is.
-INSTALL_BUILD = $(SWIFT) build $(RELEASE_FLAGS)
-
 install: deps
-	$(INSTALL_BUILD) --product preforkd
-	packaging/build-manpage $$($(INSTALL_BUILD) --show-bin-path)/preforkd $(RELEASE_DIR) $(RELEASE_DIR)/preforkd.8
+	$(RELEASE_BUILD) --product preforkd
+	packaging/build-manpage $(RELEASE_BIN) $(RELEASE_DIR) $(RELEASE_DIR)/preforkd.8
 	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" SYSCONFDIR="$(SYSCONFDIR)" \
-	    packaging/install-files $$($(INSTALL_BUILD) --show-bin-path)/preforkd $(RELEASE_DIR)/preforkd.8
+	    packaging/install-files $(RELEASE_BIN) $(RELEASE_DIR)/preforkd.8
 
 uninstall:
 	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" SYSCONFDIR="$(SYSCONFDIR)" packaging/install-files --uninstall

@@ -11,8 +11,7 @@
 #
 # Usage (root; systemd-container from scripts/install-deps):  Tests/e2e/nspawn-e2e.sh BIN_DIR
 #   BIN_DIR holds the preforkd binary, best a static build that runs without /opt/swift:
-#     swift build -c release --static-swift-stdlib --product preforkd --scratch-path .build-release
-#     Tests/e2e/nspawn-e2e.sh .build-release/release
+#     make release && Tests/e2e/nspawn-e2e.sh .build-release/release
 # Environment: PREFORKD_E2E_KEEP=1 keeps the work directory (container log, journal dump) for inspection;
 # PREFORKD_E2E_LOADS=FILE appends the reload and restart loads' counts to FILE, one JSON line each.
 set -uo pipefail

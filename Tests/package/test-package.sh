@@ -82,10 +82,11 @@ else
     note "Version: $(dpkg-deb -f "$DEB" Version); --version: $("$BIN" --version 2>&1)"
 fi
 depends=$(dpkg-deb -f "$DEB" Depends)
-if grep -q 'libsystemd0 (>= 227)' <<<"$depends" && grep -q 'libc6' <<<"$depends"; then
+if grep -q 'libsystemd0 (>= 227)' <<<"$depends" && grep -q 'libc6' <<<"$depends" &&
+    ! grep -qE 'libstdc\+\+|libgcc' <<<"$depends"; then
     ok "Depends: the linked libraries (\${shlibs:Depends}) and libsystemd0, which preforkd dlopens: $depends"
 else
-    not_ok "Depends names the libraries the binary links (libc6) and libsystemd0 (>= 227), which it dlopens"
+    not_ok "Depends names the libraries the binary links (libc6, not the C++ runtime linked in) and libsystemd0 (>= 227), which it dlopens"
     note "Depends: $depends"
 fi
 # The dlopen'ed library, for tools that read ELF dlopen metadata: a .note.dlopen note naming it.
@@ -177,10 +178,10 @@ if [ $rc -eq 0 ]; then ok "dpkg -i $(basename "$DEB")"; else not_ok "dpkg -i $(b
 
 libs=$(IN ldd /usr/bin/preforkd 2>&1)
 if ! grep -q 'not found' <<<"$libs" && ! grep -qi swift <<<"$libs" &&
-    ! grep -q 'libsystemd.so.0' <<<"$libs"; then
+    ! grep -q 'libsystemd.so.0' <<<"$libs" && ! grep -qE 'libstdc\+\+|libgcc_s' <<<"$libs"; then
     ok "ldd /usr/bin/preforkd in the clean root: $(printf '%s\n' "$libs" | awk '/=>/{print $1}' | paste -sd' ')"
 else
-    not_ok "ldd /usr/bin/preforkd in the clean root: every library found, none from Swift, not libsystemd (dlopen'ed)"
+    not_ok "ldd /usr/bin/preforkd in the clean root: every library found, none from Swift, not libsystemd (dlopen'ed), not the C++ runtime (linked in)"
     note "$libs"
 fi
 owners=$(for lib in $(printf '%s\n' "$libs" | awk '/=> \//{print $3}'); do IN dpkg -S "$(IN realpath "$lib")" 2>/dev/null || IN dpkg -S "$lib" 2>/dev/null || echo "NONE: $lib"; done)
