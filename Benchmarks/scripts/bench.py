@@ -9,6 +9,7 @@ STARTUP_ROUNDS (21).
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -276,9 +277,15 @@ def measure_startup(rounds=STARTUP_ROUNDS):
     """exec → READY=1 of preforkd, of the Swift floor and of the C floor, timed by the C launcher
     (no interpreter in the timed path), interleaved in one run; see startup/launch.c."""
     path = os.path.join(tmpdir, "startup.json")
+    # Each runs as installed, from a copy written in one go (see the Makefile's `startup`).
+    installed = {}
+    for name, binary in (("preforkd", PREFORKD), ("swift-floor", SWIFT_FLOOR), ("startup-floor", STARTUP_FLOOR)):
+        installed[name] = os.path.join(tmpdir, name)
+        shutil.copyfile(binary, installed[name])
+        os.chmod(installed[name], 0o755)
     out = subprocess.run([STARTUP_LAUNCH, "-n", str(rounds), "-w", str(WORKERS), "-j", path,
-                          " ".join([f"preforkd={PREFORKD}"] + PREFORKD_ROOT_FLAGS), f"swift-floor={SWIFT_FLOOR}",
-                          f"floor={STARTUP_FLOOR}"],
+                          " ".join([f"preforkd={installed['preforkd']}"] + PREFORKD_ROOT_FLAGS),
+                          f"swift-floor={installed['swift-floor']}", f"floor={installed['startup-floor']}"],
                          capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
         return dict(error=(out.stderr.strip().splitlines() or ["launcher failed"])[-1])
