@@ -115,7 +115,7 @@ import Testing
             try Self.upgrade(daemon, toReadyCount: round + 1)
             let after = Self.inodeOfExecutable(daemon.pid)
             #expect(after == binary.inode, "round \(round): the new file runs")
-            let maps = (try? String(contentsOfFile: "/proc/\(daemon.pid)/maps", encoding: .utf8)) ?? ""
+            let maps = try ProcessTable.procFile("/proc/\(daemon.pid)/maps")
             #expect(maps.contains(" \(after)    ") || maps.contains(" \(after) "), "its text is mapped")
             #expect(!maps.contains(" \(before) "), "round \(round): the old image is gone from the maps")
             #expect(daemon.notify.count(of: "RELOADING=1", from: daemon.pid) == round)

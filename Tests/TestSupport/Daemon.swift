@@ -319,24 +319,28 @@ public enum ProcessTable {
     /// Whether `pid` has a file whose name starts with `prefix` mapped (a shared library, say
     /// "libsystemd.so."), from /proc/PID/maps; throws when that cannot be read.
     public static func maps(_ pid: Int32, fileNamed prefix: String) throws -> Bool {
-        // read(2) to the end: Foundation's String(contentsOfFile:) stops after the first 4 KiB of
-        // a /proc file (it reports size 0), and a library dlopen'ed late may be listed past that.
-        let fd = open("/proc/\(pid)/maps", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw TestFailure("open /proc/\(pid)/maps: errno \(errno)") }
+        try procFile("/proc/\(pid)/maps").split(separator: "\n").contains { line in
+            // "start-end perms offset dev inode   /path/to/file"
+            guard let slash = line.lastIndex(of: "/") else { return false }
+            return line[line.index(after: slash)...].hasPrefix(prefix)
+        }
+    }
+
+    /// The whole text of a /proc file, read(2) to the end: Foundation's String(contentsOfFile:)
+    /// stops after the first 4 KiB of one (procfs reports size 0), and maps run longer than that.
+    public static func procFile(_ path: String) throws -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw TestFailure("open \(path): errno \(errno)") }
         defer { close(fd) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
             let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if count < 0 && errno == EINTR { continue }
-            guard count >= 0 else { throw TestFailure("read /proc/\(pid)/maps: errno \(errno)") }
+            guard count >= 0 else { throw TestFailure("read \(path): errno \(errno)") }
             if count == 0 { break }
             bytes += chunk[..<count]
         }
-        return String(decoding: bytes, as: UTF8.self).split(separator: "\n").contains { line in
-            // "start-end perms offset dev inode   /path/to/file"
-            guard let slash = line.lastIndex(of: "/") else { return false }
-            return line[line.index(after: slash)...].hasPrefix(prefix)
-        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }
