@@ -15,6 +15,20 @@ import Testing
 
     static func bit(_ signal: Int32) -> UInt64 { 1 << UInt64(signal - 1) }
 
+    @Test func aLogLineThatNeverComesIsReportedWithTheProcessStateAndTheLogsTail() throws {
+        let daemon = try Daemon(["-c", "echo started; exec sleep 60"], binary: "/bin/sh")
+        defer { daemon.stop() }
+        try daemon.waitForLog("started")
+        try waitUntil("sleep to run") {
+            (try? String(contentsOfFile: "/proc/\(daemon.pid)/comm", encoding: .utf8)) == "sleep\n"
+        }
+        let error = #expect(throws: TestFailure.self) { try daemon.waitForLog("never printed", seconds: 0.2) }
+        let text = error?.description ?? ""
+        #expect(text.contains("log line 'never printed'"), "\(text)")
+        #expect(text.contains("pid \(daemon.pid) state S, waiting in "), "\(text)")
+        #expect(text.hasSuffix("log:\nstarted"), "\(text)")
+    }
+
     /// The standard signals (1–31) ignored and blocked in `pid`, as masks. (glibc's posix_spawn
     /// leaves its own real-time signals 32 and 33 ignored in every child.)
     static func signals(_ pid: Int32) throws -> (ignored: UInt64, blocked: UInt64) {

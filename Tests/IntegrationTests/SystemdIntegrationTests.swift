@@ -148,7 +148,7 @@ import Testing
             binary: "/usr/bin/systemd-socket-activate")
         defer { daemon.stop() }
         // Without --accept, systemd-socket-activate execs preforkd on the first connection.
-        try waitUntil("systemd-socket-activate to listen") { daemon.log.contains("Listening on") }
+        try daemon.waitForLog("Listening on", seconds: 30)  // systemd-socket-activate's line
         #expect(try Client.exchange(port: web, "first<EOF>") == "first<EOF>")
         try daemon.waitForReady()
         try daemon.waitForLog("Listening on 127.0.0.1:\(web) listener=web origin=activated")
@@ -312,7 +312,7 @@ import Testing
             ["-l", "127.0.0.1:\(port)", "-E", "NOTIFY_SOCKET", Binaries.preforkd, "--workers", "1"],
             binary: "/usr/bin/systemd-socket-activate")
         defer { daemon.stop() }
-        try waitUntil("systemd-socket-activate to listen") { daemon.log.contains("Listening on") }
+        try daemon.waitForLog("Listening on", seconds: 30)  // systemd-socket-activate's line
         #expect(try Client.exchange(port: port, "activated<EOF>") == "activated<EOF>")
         try daemon.waitForReady()
         try daemon.waitForLog("Listening on 127.0.0.1:\(port) listener=unknown origin=activated")
@@ -363,7 +363,7 @@ import Testing
             ],
             binary: "/usr/bin/unshare")
         defer { daemon.stop() }
-        try waitUntil("systemd-socket-activate to listen") { daemon.log.contains("Listening on") }
+        try daemon.waitForLog("Listening on", seconds: 30)  // systemd-socket-activate's line
         // The first connection execs preforkd, which stops before it serves.
         let client = try Client(port: port)
         defer { client.close() }

@@ -225,8 +225,24 @@ public final class Daemon: @unchecked Sendable {
     }
 
     /// Waits until the log contains `text`.
+    /// On time-out, the error says what the process was doing: its state and the last lines of
+    /// its log (``diagnosis()``).
     public func waitForLog(_ text: String, seconds: Double = 10) throws {
-        try waitUntil("log line '\(text)'", seconds: seconds) { log.contains(text) }
+        do {
+            try waitUntil("log line '\(text)'", seconds: seconds) { log.contains(text) }
+        } catch {
+            throw TestFailure("\(error); \(diagnosis())")
+        }
+    }
+
+    /// The process's state and kernel wait channel (from /proc) and the last ten lines of its log.
+    public func diagnosis() -> String {
+        let stat = (try? ProcessTable.procFile("/proc/\(pid)/stat")) ?? ""
+        // Field 3, after the command name in parentheses (which may hold spaces).
+        let state = stat.split(separator: ")").last?.split(separator: " ").first.map(String.init) ?? "gone"
+        let channel = (try? ProcessTable.procFile("/proc/\(pid)/wchan")) ?? ""
+        let tail = log.split(separator: "\n").suffix(10).joined(separator: "\n")
+        return "pid \(pid) state \(state), waiting in \(channel.isEmpty ? "-" : channel); log:\n\(tail)"
     }
 
     public func signal(_ signal: Int32) { kill(pid, signal) }
