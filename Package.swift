@@ -9,7 +9,7 @@
 //   Systemd          a reusable Swift API over libsystemd (no dependency on the engine)
 //   Prefork          the engine: listeners, supervisor, workers, scoreboard, handler protocol
 //   ForwardProtocols pure parsers of first bytes and of the PROXY protocol (no system calls)
-//   PreforkHandlers  built-in handlers (echo)
+//   PreforkHandlers  built-in handlers (echo, metrics, forward) and their registry
 //   PreforkdCLI      the command line and the TOML configuration file
 //   preforkd         the executable: a one-line main
 import PackageDescription
