@@ -15,6 +15,15 @@ import Testing
 
     static func bit(_ signal: Int32) -> UInt64 { 1 << UInt64(signal - 1) }
 
+    @Test func anUnreapedChildIsAZombieOfItsParent() throws {
+        // `sleep 60` takes the shell's place and never reaps the shell's child.
+        let daemon = try Daemon(["-c", "sleep 0 & exec sleep 60"], binary: "/bin/sh")
+        defer { daemon.stop() }
+        try waitUntil("the child to be a zombie of sleep") { ProcessTable.zombies(of: daemon.pid).count == 1 }
+        #expect(ProcessTable.children(of: daemon.pid).isEmpty, "children(of:) leaves zombies out")
+        #expect(ProcessTable.state(of: daemon.pid) == "S")
+    }
+
     @Test func aLogLineThatNeverComesIsReportedWithTheProcessStateAndTheLogsTail() throws {
         let daemon = try Daemon(["-c", "echo started; exec sleep 60"], binary: "/bin/sh")
         defer { daemon.stop() }

@@ -245,16 +245,7 @@ import Testing
         #expect(descriptors() == before, "the supervisor holds as many descriptors as before")
         let files = try FileManager.default.contentsOfDirectory(atPath: directory)
         #expect(files == ["r0.sock"], "only the socket the configuration names: \(files)")
-        let zombies =
-            (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.compactMap(Int32.init)
-            .filter { pid in
-                guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                    let close = stat.lastIndex(of: ")")
-                else { return false }
-                let fields = stat[stat.index(after: close)...].split(separator: " ")
-                return fields.count > 2 && fields[0] == "Z" && Int32(fields[1]) == daemon.pid
-            } ?? []
-        #expect(zombies.isEmpty)
+        #expect(ProcessTable.zombies(of: daemon.pid).isEmpty)
     }
 
     @Test func connectionsRacingReloadsOfTwoListenersAreAllServed() throws {

@@ -110,9 +110,7 @@ import Testing
         for signal in [SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2] { kill(worker[0], signal) }
         #expect(try Client.exchange(port: port, "still serving<EOF>") == "still serving<EOF>")
         #expect(daemon.workerPIDs() == worker)
-        let state = (try? String(contentsOfFile: "/proc/\(worker[0])/stat", encoding: .utf8))?
-            .split(separator: ")").last?.split(separator: " ").first
-        #expect(state == "S", "not stopped (T) nor gone")
+        #expect(ProcessTable.state(of: worker[0]) == "S", "not stopped (T) nor gone")
     }
 
     @Test func killingTheSupervisorLeavesNoWorkerBehind() throws {

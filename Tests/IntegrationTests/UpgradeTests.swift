@@ -62,15 +62,6 @@ import Testing
         return Int(line.split(separator: " ").dropFirst().first ?? "") ?? -1
     }
 
-    /// Children of `pid` that are zombies (exited, not yet reaped).
-    static func zombies(of pid: Int32) -> [Int32] {
-        ProcessTable.children(of: pid).filter { child in
-            let stat = (try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8)) ?? ""
-            guard let close = stat.lastIndex(of: ")") else { return false }
-            return stat[stat.index(after: close)...].split(separator: " ").first == "Z"
-        }
-    }
-
     /// Sends USR2 and waits for the `count`-th READY=1.
     static func upgrade(_ daemon: Daemon, toReadyCount count: Int) throws {
         daemon.signal(SIGUSR2)
@@ -249,7 +240,7 @@ import Testing
             try Self.upgrade(daemon, toReadyCount: round + 1)
         }
         try waitUntil("every adopted generation to drain") {
-            daemon.workerPIDs().count == 2 && Self.zombies(of: daemon.pid).isEmpty
+            daemon.workerPIDs().count == 2 && ProcessTable.zombies(of: daemon.pid).isEmpty
         }
         #expect(Self.openDescriptors(daemon.pid) == descriptors, "descriptors: \(descriptors) before")
         let residentAfter = Self.residentKiB(daemon.pid)

@@ -237,9 +237,7 @@ public final class Daemon: @unchecked Sendable {
 
     /// The process's state and kernel wait channel (from /proc) and the last ten lines of its log.
     public func diagnosis() -> String {
-        let stat = (try? ProcessTable.procFile("/proc/\(pid)/stat")) ?? ""
-        // Field 3, after the command name in parentheses (which may hold spaces).
-        let state = stat.split(separator: ")").last?.split(separator: " ").first.map(String.init) ?? "gone"
+        let state = ProcessTable.state(of: pid) ?? "gone"
         let channel = (try? ProcessTable.procFile("/proc/\(pid)/wchan")) ?? ""
         let tail = log.split(separator: "\n").suffix(10).joined(separator: "\n")
         return "pid \(pid) state \(state), waiting in \(channel.isEmpty ? "-" : channel); log:\n\(tail)"
@@ -322,12 +320,31 @@ public enum ProcessTable {
 
     /// The parent pid of `pid` from /proc/PID/stat, nil when gone.
     public static func parentPID(of pid: Int32) -> Int32? {
+        // A zombie is as good as gone.
+        guard let fields = statFields(of: pid), fields.count > 2, fields[0] != "Z" else { return nil }
+        return Int32(fields[1])
+    }
+
+    /// The fields of /proc/PID/stat after the command name (which may hold spaces): the state,
+    /// the parent pid, …; nil when the process is gone.
+    public static func statFields(of pid: Int32) -> [Substring]? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
             let close = stat.lastIndex(of: ")")
         else { return nil }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 2, fields[0] != "Z" else { return nil }  // a zombie is as good as gone
-        return Int32(fields[1])
+        return stat[stat.index(after: close)...].split(separator: " ")
+    }
+
+    /// The state of `pid` (R, S, D, T, Z…), nil when it is gone.
+    public static func state(of pid: Int32) -> String? { statFields(of: pid)?.first.map(String.init) }
+
+    /// Children of `parent` that have exited and are not reaped yet (`children(of:)` leaves
+    /// them out).
+    public static func zombies(of parent: Int32) -> [Int32] {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        return entries.compactMap { Int32($0) }.filter { pid in
+            guard let fields = statFields(of: pid), fields.count > 2 else { return false }
+            return fields[0] == "Z" && Int32(fields[1]) == parent
+        }.sorted()
     }
 
     public static func isAlive(_ pid: Int32) -> Bool { parentPID(of: pid) != nil }
