@@ -186,23 +186,18 @@ final class RelayEngine {
         var moved = 0
         var outcome = TransferOutcome.waiting
         loop: while true {
+            // Bytes held from an earlier read go on first; then, within the budget, a new read.
+            let step: (result: StepResult, bytes: Int)
             if direction.heldBytes > 0 {
-                let step = deliver(&direction)
-                moved += step.bytes
-                switch step.result {
-                case .progress: continue loop
-                case .blocked: break loop
-                case .failed:
-                    outcome = .failed
-                    break loop
+                step = deliver(&direction)
+            } else {
+                guard direction.sourceReadable, direction.destinationWritable, !direction.sourceEnded else { break }
+                if moved >= Self.turnBudget {
+                    outcome = .budgetSpent
+                    break
                 }
+                step = receive(&direction)
             }
-            guard direction.sourceReadable, direction.destinationWritable, !direction.sourceEnded else { break }
-            if moved >= Self.turnBudget {
-                outcome = .budgetSpent
-                break
-            }
-            let step = receive(&direction)
             moved += step.bytes
             switch step.result {
             case .progress: continue loop
