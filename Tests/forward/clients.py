@@ -16,11 +16,11 @@ import os
 import resource
 import selectors
 import socket
-import struct
 import sys
 import time
 
-CHUNK = 1 << 20
+from upstreams import CHUNK, pseudo_random_chunks  # the bytes the upstreams send and check alike
+
 TRANSFER_DEADLINE = 120.0
 
 
@@ -47,18 +47,6 @@ def receive_all(sock, deadline):
         data += chunk
 
 
-def payload_chunks(total):
-    """`total` bytes: a random 1 MiB block whose first 8 bytes carry the block's index."""
-    block = bytearray(os.urandom(CHUNK))
-    index = 0
-    while total > 0:
-        struct.pack_into(">Q", block, 0, index)
-        n = min(total, CHUNK)
-        yield memoryview(block)[:n]
-        total -= n
-        index += 1
-
-
 def send_bytes(host, port, total, prefix=b"", hashing=True, deadline_s=TRANSFER_DEADLINE):
     """Sends prefix + `total` bytes, half-closes, returns (reply, local sha256 hex, seconds)."""
     digest = hashlib.sha256(prefix)
@@ -66,7 +54,7 @@ def send_bytes(host, port, total, prefix=b"", hashing=True, deadline_s=TRANSFER_
     started = time.monotonic()
     with connect(host, port, timeout=deadline_s) as sock:
         sock.sendall(prefix)
-        for chunk in payload_chunks(total):
+        for chunk in pseudo_random_chunks(total):
             if hashing:
                 digest.update(chunk)
             sock.sendall(chunk)
@@ -84,7 +72,7 @@ def send_counted(host, port, total, deadline_s=TRANSFER_DEADLINE):
     started = time.monotonic()
     with connect(host, port, timeout=deadline_s) as sock:
         sock.sendall(f"bulk:{total}\n".encode())
-        for chunk in payload_chunks(total):
+        for chunk in pseudo_random_chunks(total):
             sock.sendall(chunk)
             if time.monotonic() > deadline:
                 raise CheckFailed(f"transfer not done within {deadline_s:g} s")
