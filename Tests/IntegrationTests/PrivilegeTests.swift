@@ -26,22 +26,8 @@ import Testing
 
     /// A TCP port below 1024 on 127.0.0.1 that nothing listens on now.
     static func freeLowPort() throws -> UInt16 {
-        for port in UInt16(600)..<1000 where canBind(port) { return port }
+        for port in UInt16(600)..<1000 where canBindLoopback(port: port) { return port }
         throw TestFailure("no free port below 1024 on 127.0.0.1")
-    }
-
-    private static func canBind(_ port: UInt16) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-            }
-        }
     }
 
     @Test(.enabled(if: isRoot, "needs root: it switches to nobody"))

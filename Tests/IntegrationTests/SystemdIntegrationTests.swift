@@ -12,33 +12,8 @@ import Testing
     static func freePort() -> UInt16 {
         while true {
             let port = UInt16.random(in: 20000...32000)
-            if canBind(port, ipv6: false) && canBind(port, ipv6: true) { return port }
+            if canBindLoopback(port: port) && canBindLoopback(port: port, ipv6: true) { return port }
         }
-    }
-
-    private static func canBind(_ port: UInt16, ipv6: Bool) -> Bool {
-        let fd = socket(ipv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        if ipv6 {
-            var address = sockaddr_in6()
-            address.sin6_family = sa_family_t(AF_INET6)
-            address.sin6_port = port.bigEndian
-            address.sin6_addr = in6addr_loopback
-            return withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
-                }
-            } == 0
-        }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        } == 0
     }
 
     @Test func notificationsComeFromTheSupervisorInOrder() throws {

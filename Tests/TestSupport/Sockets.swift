@@ -57,6 +57,14 @@ public func loopbackAddress6(port: UInt16) -> sockaddr_in6 {
     return address
 }
 
+/// Whether a TCP socket could bind `port` on 127.0.0.1 (or [::1]) right now.
+public func canBindLoopback(port: UInt16, ipv6: Bool = false) -> Bool {
+    guard let fd = try? makeSocket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM) else { return false }
+    defer { close(fd) }
+    if ipv6 { return (try? bindAddress(fd, loopbackAddress6(port: port))) != nil }
+    return (try? bindAddress(fd, loopbackAddress(port: port))) != nil
+}
+
 /// A TCP socket bound to an ephemeral loopback port, listening unless `listening` is false.
 public func makeTCPSocket(ipv6: Bool = false, listening: Bool = true) throws -> (fd: Int32, port: UInt16) {
     let fd = try makeSocket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM)
