@@ -90,6 +90,26 @@ import Testing
         #expect(connection.peer == "unknown")
     }
 
+    /// A listener on an ephemeral 127.0.0.1 port whose accepts give up after 5 s: a failing
+    /// accept must not hang the suite.
+    func loopbackListener() throws -> Listener {
+        let listener = try Listener.bind(.ipv4(host: "127.0.0.1", port: 0), backlog: 4)
+        try listener.setTimeouts(receive: 5, send: 5)
+        return listener
+    }
+
+    /// Accepts the next connection as a worker does: accept4 writes the client's address straight
+    /// into a scoreboard slot (of the board returned), which the connection then reads.
+    func acceptIntoSlot(_ listener: Listener) throws -> (board: Scoreboard, fd: Int32, connection: Connection) {
+        let board = try Scoreboard(capacity: 1)
+        let peer = PeerAddressBuffer.inSlot(board.slot(0))
+        let fd = try acceptConnection(on: listener.fileDescriptor, peer: peer)
+        let connection = Connection(
+            fileDescriptor: fd, listener: listener,
+            peerAddress: UnsafePointer(peer.storage), peerAddressLength: peer.length.pointee)
+        return (board, fd, connection)
+    }
+
     /// Connects a TCP client to `listener`; returns the client socket and its own address as text.
     func connectClient(to listener: Listener) -> (fd: Int32, address: String) {
         let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -107,60 +127,41 @@ import Testing
     }
 
     @Test func acceptCapturesTheClientAddress() throws {
-        let listener = try Listener.bind(.ipv4(host: "127.0.0.1", port: 0), backlog: 4)
+        let listener = try loopbackListener()
         defer { listener.close() }
-        try listener.setTimeouts(receive: 5, send: 5)  // a failing accept must not hang the suite
         let client = connectClient(to: listener)
         defer { close(client.fd) }
-        // accept4 writes the address straight into the worker's scoreboard slot.
-        let board = try Scoreboard(capacity: 1)
-        let peer = PeerAddressBuffer.inSlot(board.slot(0))
-        let fd = try acceptConnection(on: listener.fileDescriptor, peer: peer)
+        let (board, fd, connection) = try acceptIntoSlot(listener)
         defer { close(fd) }
-        let connection = Connection(
-            fileDescriptor: fd, listener: listener,
-            peerAddress: UnsafePointer(peer.storage), peerAddressLength: peer.length.pointee)
         #expect(connection.peer == client.address)
         #expect(board.peer(0) == client.address, "the supervisor reads the same address")
         #expect(try connection.peer == SocketAddress.peer(of: FileDescriptor(rawValue: fd)).get().description)
     }
 
     @Test func aClientThatResetStillHasItsAddress() throws {
-        let listener = try Listener.bind(.ipv4(host: "127.0.0.1", port: 0), backlog: 4)
+        let listener = try loopbackListener()
         defer { listener.close() }
-        try listener.setTimeouts(receive: 5, send: 5)  // a failing accept must not hang the suite
         let client = connectClient(to: listener)
         // Close with SO_LINGER 0: the client sends a reset instead of a FIN.
         var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
         setsockopt(client.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
         close(client.fd)
-        let board = try Scoreboard(capacity: 1)
-        let peer = PeerAddressBuffer.inSlot(board.slot(0))
-        let fd = try acceptConnection(on: listener.fileDescriptor, peer: peer)
+        let (_, fd, connection) = try acceptIntoSlot(listener)
         defer { close(fd) }
         var byte: UInt8 = 0
         #expect(read(fd, &byte, 1) < 0 && errno == ECONNRESET)
         // getpeername fails once the peer reset: the log line used to say "unknown".
         #expect(throws: Errno.socketNotConnected) { try SocketAddress.peer(of: FileDescriptor(rawValue: fd)).get() }
-        let connection = Connection(
-            fileDescriptor: fd, listener: listener,
-            peerAddress: UnsafePointer(peer.storage), peerAddressLength: peer.length.pointee)
         #expect(connection.peer == client.address)
     }
 
     @Test func theAddressesAreTheAcceptedPeerAndTheSocketsOwnUnlessAProxyHeaderNamedOthers() throws {
-        let listener = try Listener.bind(.ipv4(host: "127.0.0.1", port: 0), backlog: 4)
+        let listener = try loopbackListener()
         defer { listener.close() }
-        try listener.setTimeouts(receive: 5, send: 5)  // a failing accept must not hang the suite
         let client = connectClient(to: listener)
         defer { close(client.fd) }
-        let board = try Scoreboard(capacity: 1)
-        let peer = PeerAddressBuffer.inSlot(board.slot(0))
-        let fd = try acceptConnection(on: listener.fileDescriptor, peer: peer)
+        let (_, fd, connection) = try acceptIntoSlot(listener)
         defer { close(fd) }
-        let connection = Connection(
-            fileDescriptor: fd, listener: listener,
-            peerAddress: UnsafePointer(peer.storage), peerAddressLength: peer.length.pointee)
         #expect(connection.clientAddress.description == client.address)
         #expect(connection.localAddress.description == listener.address)
         // A PROXY header's destination replaces the socket's own, for that listener only.
